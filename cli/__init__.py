@@ -1,0 +1,1 @@
+"""Thin Typer entry points; installed as ``kubenet.cli``."""
