@@ -14,15 +14,15 @@ equality and renderers can emit them verbatim.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator
 
 #: Upstream's default ClientIP affinity timeout (v1.DefaultClientIPServiceAffinitySeconds).
 DEFAULT_AFFINITY_SECONDS = 10800
 
 
-class Protocol(str, enum.Enum):
+class Protocol(enum.StrEnum):
     """L4 protocols a Service port may use."""
 
     TCP = "TCP"
@@ -35,26 +35,26 @@ class Protocol(str, enum.Enum):
         return self.value.lower()
 
 
-class IPFamily(str, enum.Enum):
+class IPFamily(enum.StrEnum):
     """An IP family, spelled as the Kubernetes API spells it."""
 
     IPV4 = "IPv4"
     IPV6 = "IPv6"
 
     @classmethod
-    def of(cls, ip: str) -> "IPFamily":
+    def of(cls, ip: str) -> IPFamily:
         """The family of an address or CIDR in canonical text form."""
         return cls.IPV6 if ":" in ip else cls.IPV4
 
 
-class TrafficPolicy(str, enum.Enum):
+class TrafficPolicy(enum.StrEnum):
     """externalTrafficPolicy / internalTrafficPolicy."""
 
     CLUSTER = "Cluster"
     LOCAL = "Local"
 
 
-class IPMode(str, enum.Enum):
+class IPMode(enum.StrEnum):
     """status.loadBalancer.ingress[].ipMode (KEP-1860)."""
 
     VIP = "VIP"
@@ -199,7 +199,7 @@ class ServicePort:
                 return ip
         return None
 
-    def for_family(self, family: IPFamily) -> "ServicePort":
+    def for_family(self, family: IPFamily) -> ServicePort:
         """This port with only the addresses and endpoints of one family.
 
         A dual-stack Service is programmed once per family; each family's renderer
@@ -261,7 +261,7 @@ class ServiceMap:
     ports: tuple[ServicePort, ...] = ()
 
     @classmethod
-    def of(cls, ports: "list[ServicePort] | tuple[ServicePort, ...]") -> "ServiceMap":
+    def of(cls, ports: list[ServicePort] | tuple[ServicePort, ...]) -> ServiceMap:
         """Build a map from ports in any order (duplicate keys: the last one wins)."""
         by_key = {p.name: p for p in ports}
         return cls(tuple(by_key[k] for k in sorted(by_key)))
@@ -287,13 +287,13 @@ class ServiceMap:
     def keys(self) -> frozenset[ServicePortName]:
         return frozenset(self.index)
 
-    def for_family(self, family: IPFamily) -> "ServiceMap":
+    def for_family(self, family: IPFamily) -> ServiceMap:
         """The single-family view: ports with a ClusterIP of that family, trimmed to it."""
         return ServiceMap(
             tuple(p.for_family(family) for p in self.ports if p.cluster_ip(family) is not None)
         )
 
-    def diff(self, newer: "ServiceMap") -> MapDiff:
+    def diff(self, newer: ServiceMap) -> MapDiff:
         """The keys added, removed and changed going from ``self`` to ``newer``."""
         old, new = self.index, newer.index
         added = frozenset(new.keys() - old.keys())

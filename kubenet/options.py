@@ -15,7 +15,7 @@ from kubenet.model import IPFamily
 DEFAULT_MASQUERADE_BIT = 14
 
 
-class DetectLocalMode(str, enum.Enum):
+class DetectLocalMode(enum.StrEnum):
     """--detect-local-mode: how "traffic from a local pod" is recognised."""
 
     CLUSTER_CIDR = "ClusterCIDR"

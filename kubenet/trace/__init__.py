@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kubenet.model import Protocol
 
+if TYPE_CHECKING:
+    from kubenet.render import Plan
 
-class Verdict(str, enum.Enum):
+
+class Verdict(enum.StrEnum):
     """What finally happens to the packet."""
 
     DNAT = "DNAT"
@@ -55,3 +59,21 @@ class TraceResult:
             "masquerade": self.masquerade,
             "rules": list(self.rules),
         }
+
+
+def trace(plan: Plan, packet: Packet, node_ips: tuple[str, ...] | None = None) -> TraceResult:
+    """Walk ``packet`` through ``plan`` with the tracer of the plan's backend.
+
+    ``node_ips`` defaults to the node addresses the plan was rendered with.
+    """
+    # Imported here: each backend's tracer imports its renderer's plan type, and the
+    # renderers must stay importable without the tracer.
+    if plan.backend == "iptables":
+        from kubenet.trace import iptables
+
+        return iptables.trace(plan, packet, node_ips)  # type: ignore[arg-type]
+    if plan.backend == "nftables":
+        from kubenet.trace import nftables
+
+        return nftables.trace(plan, packet, node_ips)  # type: ignore[arg-type]
+    raise ValueError(f"no tracer for backend {plan.backend!r}")
