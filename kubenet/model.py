@@ -23,16 +23,14 @@ DEFAULT_AFFINITY_SECONDS = 10800
 
 
 class Protocol(enum.StrEnum):
-    """L4 protocols a Service port may use."""
+    """L4 protocols a Service port may use.
+
+    ``Protocol.TCP.lower()`` gives the spelling iptables, nft and ipvsadm use.
+    """
 
     TCP = "TCP"
     UDP = "UDP"
     SCTP = "SCTP"
-
-    @property
-    def lower(self) -> str:
-        """The spelling iptables, nft and ipvsadm use (``tcp``)."""
-        return self.value.lower()
 
 
 class IPFamily(enum.StrEnum):
