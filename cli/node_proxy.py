@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from kubenet.translate import Translation, node_info, translate
 from rich.console import Console
 from rich.table import Table
 
@@ -30,6 +29,7 @@ from kubenet.model import IPFamily, Protocol
 from kubenet.options import DEFAULT_MASQUERADE_BIT, DetectLocalMode, LocalDetector, RenderOptions
 from kubenet.render import ProxyMode, render
 from kubenet.trace import Packet, TraceResult, trace
+from kubenet.translate import Translation, node_info, translate
 
 from ._errors import fail, run
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from kubenet.cli._errors import run
 from kubenet.cli.node_proxy import app
 

@@ -1,0 +1,33 @@
+"""``python -m bench [dataplane] [--services N] [--endpoints M]``: run, print, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench import dataplane
+from bench.report import print_table, write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("suite", nargs="*", default=["dataplane"], choices=["dataplane"])
+    parser.add_argument("--services", type=int, default=10_000)
+    parser.add_argument("--endpoints", type=int, default=10)
+    parser.add_argument("--modes", default="iptables,nftables")
+    args = parser.parse_args(argv)
+    if "dataplane" in args.suite:
+        modes = [m for m in args.modes.split(",") if m]
+        rows = dataplane.run(args.services, args.endpoints, modes)
+        print_table(
+            f"node-proxy pipeline: {args.services} Services x {args.endpoints} endpoints",
+            rows,
+            dataplane.COLUMNS,
+        )
+        path = write_json("dataplane", {"rows": rows})
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
