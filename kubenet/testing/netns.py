@@ -485,7 +485,7 @@ def missing_kernel_support(
                 ns.run(["ip6tables-restore", "-w", "--noflush"], stdin=table.format("[fd00::1]:80"))
             if nftables:
                 probe = (
-                    "table {} kn-probe {{ chain c {{ type nat hook prerouting priority 0; }} }}\n"
+                    "table {} kn-probe {{ chain c {{ type nat hook prerouting priority 0; }}; }}\n"
                 )
                 ns.run(["nft", "-f", "-"], stdin=probe.format("ip") + probe.format("ip6"))
     except (CommandError, OSError) as exc:
