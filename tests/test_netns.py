@@ -129,3 +129,8 @@ def test_a_single_namespace_closes_idempotently() -> None:
     ns.close()
     ns.close()
     assert ns.name not in _netns_names()
+
+
+def test_missing_support_names_the_missing_tool() -> None:
+    reason = missing_kernel_support(tools=("kn-no-such-tool",))
+    assert reason is not None and "kn-no-such-tool" in reason

@@ -44,7 +44,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 
 from pyroute2 import netns as pyroute2_netns
@@ -313,16 +313,10 @@ class Topology:
     node: Netns
     client: Netns
     pods: dict[str, Netns]
-    _servers: list[PodServer] = field(default_factory=list)
 
     @property
     def namespaces(self) -> tuple[Netns, ...]:
         return (self.node, self.client, *self.pods.values())
-
-    @property
-    def node_ips(self) -> frozenset[str]:
-        """Addresses a masqueraded packet may carry as its source."""
-        return frozenset(self.spec.node_ips)
 
     def owner(self, ip: str) -> Netns:
         """The namespace that owns an address (so traffic from it is sent there)."""
@@ -348,8 +342,7 @@ class Topology:
     @contextmanager
     def server(self, ns: Netns, name: str, ports: Sequence[int]) -> Iterator[PodServer]:
         """An extra pod server in ``ns`` on the addresses of the topology it owns."""
-        addresses = [a for a in self._addresses_of(ns)]
-        srv = PodServer(ns, name, addresses, ports)
+        srv = PodServer(ns, name, self._addresses_of(ns), ports)
         try:
             srv.wait_ready()
             yield srv
