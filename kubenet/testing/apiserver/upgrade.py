@@ -1,0 +1,367 @@
+"""``pods/exec`` and ``pods/portforward`` over the WebSocket channel protocol.
+
+The protocol (``k8s.io/apimachinery/pkg/util/httpstream/wsstream``): every binary
+message starts with one byte naming a channel; for exec, 0 is stdin, 1 stdout,
+2 stderr, 3 the error channel and 4 terminal resize.  Versions:
+
+* ``channel.k8s.io`` / ``v2`` / ``v3``: the error channel carries plain text;
+* ``v4.channel.k8s.io``: the error channel carries a ``metav1.Status`` (exit codes as
+  ``NonZeroExitCode`` with an ``ExitCode`` cause) — what the Python client speaks;
+* ``v5.channel.k8s.io``: v4 plus a close signal, ``[255, channel]``, with which the
+  client half-closes stdin — what kubectl 1.30+ speaks first.
+
+``base64.channel.k8s.io`` variants send text frames: the channel as an ASCII digit,
+then base64 data.  As the kubelet does, the server first sends an empty message on
+the lowest output channel, then streams, then writes the error channel and closes
+the socket normally.
+
+Port-forward (``portforward.k8s.io`` / ``v4.channel.k8s.io``) uses channel ``2*i`` for
+the data and ``2*i+1`` for errors of the *i*-th requested port; each channel first
+carries its port as a little-endian uint16.  Where a port leads is configured, never
+guessed: see :func:`forward_target`.  kubectl's port-forward tunnels SPDY inside a
+WebSocket (``SPDY/3.1+portforward.k8s.io``) or falls back to SPDY; neither is spoken
+here, so ``kubectl port-forward`` gets a clear error and WebSocket clients (the
+Python client's ``portforward``) work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import json
+import struct
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from kubenet.testing.apiserver import commands, errors
+
+JsonObject = dict[str, Any]
+
+STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
+CLOSE = 255
+
+EXEC_PROTOCOLS = (
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+    "channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "base64.channel.k8s.io",
+)
+PORTFORWARD_PROTOCOLS = (
+    "portforward.k8s.io",
+    "v4.channel.k8s.io",
+    "channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "base64.channel.k8s.io",
+)
+
+#: Pod annotation naming port-forward targets: ``"8080=127.0.0.1:18080,53=[::1]:1053"``.
+FORWARD_ANNOTATION = "kubenet.dev/port-forward"
+
+
+def requested_protocols(request: web.Request) -> list[str]:
+    header = request.headers.get("Sec-WebSocket-Protocol", "")
+    return [p.strip() for p in header.split(",") if p.strip()]
+
+
+def check_upgrade(request: web.Request, supported: tuple[str, ...]) -> None:
+    """Refuse what cannot be served before upgrading, so clients can fall back or report."""
+    upgrade = request.headers.get("Upgrade", "").lower()
+    if upgrade != "websocket":
+        raise errors.bad_request(
+            f"upgrade to {request.headers.get('Upgrade') or 'a stream'} is not supported by this "
+            "test server; it speaks the WebSocket channel protocols only"
+        )
+    asked = requested_protocols(request)
+    if asked and not any(p in supported for p in asked):
+        raise errors.bad_request(
+            f"requested WebSocket subprotocols {asked} are not supported; "
+            f"supported: {list(supported)}"
+        )
+
+
+class Channels:
+    """Framing for one negotiated channel protocol."""
+
+    def __init__(self, ws: web.WebSocketResponse, protocol: str) -> None:
+        self.ws = ws
+        self.protocol = protocol
+        self.base64 = "base64" in protocol
+        self.version = 5 if protocol.startswith("v5.") else 4 if protocol.startswith("v4.") else 1
+        self._lock = asyncio.Lock()
+
+    async def send(self, channel: int, data: bytes) -> None:
+        async with self._lock:
+            if self.ws.closed:
+                return
+            if self.base64:
+                await self.ws.send_str(chr(ord("0") + channel) + base64.b64encode(data).decode())
+            else:
+                await self.ws.send_bytes(bytes([channel]) + data)
+
+    async def frames(self) -> AsyncIterator[tuple[int, bytes]]:
+        """Incoming (channel, data) pairs until the socket closes."""
+        async for msg in self.ws:
+            if msg.type == WSMsgType.BINARY and not self.base64:
+                payload: bytes = msg.data
+                if payload:
+                    yield payload[0], payload[1:]
+            elif msg.type == WSMsgType.TEXT and self.base64:
+                text: str = msg.data
+                if text:
+                    try:
+                        data = base64.b64decode(text[1:])
+                    except ValueError:
+                        continue
+                    yield ord(text[0]) - ord("0"), data
+            elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                return
+
+
+def _status(message: str, reason: str, code: int, causes: list[JsonObject]) -> bytes:
+    status: JsonObject = {"metadata": {}, "status": "Failure", "message": message, "reason": reason}
+    if causes:
+        status["details"] = {"causes": causes}
+    if code:
+        status["code"] = code
+    return json.dumps(status, separators=(",", ":")).encode()
+
+
+SUCCESS = json.dumps({"metadata": {}, "status": "Success"}, separators=(",", ":")).encode()
+
+
+def pick_container(pod: JsonObject, requested: str) -> JsonObject:
+    containers = [c for c in (pod.get("spec") or {}).get("containers") or [] if isinstance(c, dict)]
+    name = pod["metadata"]["name"]
+    if requested:
+        for c in containers:
+            if c.get("name") == requested:
+                return c
+        raise errors.bad_request(f"container {requested} is not valid for pod {name}")
+    if len(containers) == 1:
+        return containers[0]
+    names = " ".join(str(c.get("name")) for c in containers)
+    raise errors.bad_request(
+        f"a container name must be specified for pod {name}, choose one of: [{names}]"
+    )
+
+
+async def serve_exec(request: web.Request, pod: JsonObject) -> web.WebSocketResponse:
+    """Run an allow-listed command in ``pod`` over a negotiated channel protocol."""
+    query = request.query
+    argv = query.getall("command", [])
+    if not argv:
+        raise errors.bad_request("you must specify at least 1 command")
+    want = {
+        k: query.get(k, "").lower() in ("1", "true") for k in ("stdin", "stdout", "stderr", "tty")
+    }
+    if not (want["stdin"] or want["stdout"] or want["stderr"]):
+        raise errors.bad_request("you must specify at least 1 of stdin, stdout, stderr")
+    container = pick_container(pod, query.get("container", ""))
+    check_upgrade(request, EXEC_PROTOCOLS)
+    ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True, heartbeat=None)
+    await ws.prepare(request)
+    channels = Channels(ws, ws.ws_protocol or "channel.k8s.io")
+    first = STDOUT if want["stdout"] else STDERR if want["stderr"] and not want["tty"] else ERROR
+    await channels.send(first, b"")
+
+    stdin_queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def pump() -> None:
+        async for channel, data in channels.frames():
+            if channel == STDIN and want["stdin"]:
+                await stdin_queue.put(data)
+            elif channel == CLOSE and channels.version >= 5 and data[:1] == bytes([STDIN]):
+                await stdin_queue.put(None)
+        await stdin_queue.put(None)
+
+    async def stdin_chunks() -> AsyncIterator[bytes]:
+        while (chunk := await stdin_queue.get()) is not None:
+            yield chunk
+
+    async def out(data: bytes) -> None:
+        if want["stdout"] and data:
+            await channels.send(STDOUT, data)
+
+    async def err(data: bytes) -> None:
+        if data:
+            if want["tty"] and want["stdout"]:
+                await channels.send(STDOUT, data)
+            elif want["stderr"]:
+                await channels.send(STDERR, data)
+
+    reader = asyncio.create_task(pump())
+    ctx = commands.Context(pod, container)
+    try:
+        code = await commands.run(argv, ctx, stdin_chunks() if want["stdin"] else None, out, err)
+        if code == 0:
+            result = SUCCESS if channels.version >= 4 else b""
+        elif channels.version >= 4:
+            result = _status(
+                f"command terminated with non-zero exit code: error executing command {argv}, "
+                f"exit code {code}",
+                "NonZeroExitCode",
+                0,
+                [{"reason": "ExitCode", "message": str(code)}],
+            )
+        else:
+            result = f"command terminated with non-zero exit code: exit code {code}".encode()
+    except commands.CommandNotFound as missing:
+        message = (
+            f'error executing command in container: exec: "{missing.name}": executable file not '
+            f"found in $PATH (this test server runs only its built-in commands: "
+            f"{', '.join(sorted(commands.COMMANDS))})"
+        )
+        result = (
+            _status(
+                f"Internal error occurred: {message}", "InternalError", 500, [{"message": message}]
+            )
+            if channels.version >= 4
+            else message.encode()
+        )
+    if result:
+        await channels.send(ERROR, result)
+    await ws.close()
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    return ws
+
+
+# --- port-forward -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForwardPolicy:
+    """Where port-forwarded connections may go.
+
+    ``targets`` maps ``"namespace/pod:port"`` to ``(host, port)`` and is set by whoever
+    starts the server (tests).  The pod annotation :data:`FORWARD_ANNOTATION` may name
+    targets too, but only loopback ones unless ``annotation_any_host`` is set, so a
+    client allowed to create pods cannot make the server connect anywhere else.
+    """
+
+    targets: Mapping[str, tuple[str, int]]
+    annotation_any_host: bool = False
+
+
+def parse_forward_annotation(value: str) -> dict[int, tuple[str, int]]:
+    out: dict[int, tuple[str, int]] = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        port_text, _, target = item.partition("=")
+        host, _, target_port = target.rpartition(":")
+        host = host.strip("[]")
+        out[int(port_text)] = (host, int(target_port))
+    return out
+
+
+def forward_target(pod: JsonObject, port: int, policy: ForwardPolicy) -> tuple[str, int]:
+    """The address a forwarded ``port`` of ``pod`` connects to, or ValueError."""
+    meta = pod["metadata"]
+    key = f"{meta.get('namespace', '')}/{meta['name']}:{port}"
+    if key in policy.targets:
+        return policy.targets[key]
+    annotation = (meta.get("annotations") or {}).get(FORWARD_ANNOTATION)
+    if annotation:
+        try:
+            targets = parse_forward_annotation(annotation)
+        except ValueError:
+            raise ValueError(
+                f"annotation {FORWARD_ANNOTATION} is malformed: {annotation!r}"
+            ) from None
+        if port in targets:
+            host, target_port = targets[port]
+            if not policy.annotation_any_host and not ipaddress.ip_address(host).is_loopback:
+                raise ValueError(f"annotation target {host} is not a loopback address")
+            return host, target_port
+    raise ValueError(
+        f"no port-forward target configured for {key} (set the {FORWARD_ANNOTATION} annotation "
+        "or the server's port_forward option)"
+    )
+
+
+def parse_ports(request: web.Request) -> list[int]:
+    raw = request.query.getall("ports", []) + request.query.getall("port", [])
+    if not raw:
+        raise errors.bad_request('query parameter "port" is required')
+    ports: list[int] = []
+    for text in raw:
+        for part in text.split(","):
+            try:
+                port = int(part)
+            except ValueError:
+                raise errors.bad_request(f'unable to parse "{part}" as a port') from None
+            if not 0 < port < 65536:
+                raise errors.bad_request(f'port "{part}" must be > 0')
+            ports.append(port)
+    return ports
+
+
+async def serve_portforward(
+    request: web.Request, pod: JsonObject, policy: ForwardPolicy
+) -> web.WebSocketResponse:
+    ports = parse_ports(request)
+    check_upgrade(request, PORTFORWARD_PROTOCOLS)
+    ws = web.WebSocketResponse(protocols=PORTFORWARD_PROTOCOLS, autoping=True, heartbeat=None)
+    await ws.prepare(request)
+    channels = Channels(ws, ws.ws_protocol or "channel.k8s.io")
+    writers: dict[int, asyncio.StreamWriter] = {}
+    tasks: list[asyncio.Task[None]] = []
+    name = pod["metadata"]["name"]
+
+    async def upstream(index: int, port: int) -> None:
+        data_ch, err_ch = 2 * index, 2 * index + 1
+        prefix = struct.pack("<H", port)
+        # Connect before announcing the port, so nothing the client sends is lost.
+        try:
+            host, target_port = forward_target(pod, port, policy)
+            reader, writer = await asyncio.open_connection(host, target_port)
+        except (ValueError, OSError) as err:
+            await channels.send(data_ch, prefix)
+            await channels.send(err_ch, prefix)
+            await channels.send(
+                err_ch, f"error forwarding port {port} to pod {name}: {err}".encode()
+            )
+            return
+        writers[data_ch] = writer
+        await channels.send(data_ch, prefix)
+        await channels.send(err_ch, prefix)
+        try:
+            while chunk := await reader.read(65536):
+                await channels.send(data_ch, chunk)
+        except OSError:
+            pass
+        finally:
+            writers.pop(data_ch, None)
+            writer.close()
+
+    for i, port in enumerate(ports):
+        tasks.append(asyncio.create_task(upstream(i, port)))
+
+    async def downstream() -> None:
+        async for channel, data in channels.frames():
+            writer = writers.get(channel)
+            if writer is not None and data:
+                writer.write(data)
+                await writer.drain()
+        # The client went away: end every forwarded connection.
+        for writer in list(writers.values()):
+            writer.close()
+
+    reader_task = asyncio.create_task(downstream())
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await ws.close()
+    reader_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader_task
+    return ws
