@@ -14,16 +14,17 @@ for ``nft -f`` and back:
 
 Rules are kept as text, one normalised spelling per rule (tokens separated by one
 space, no space before ``,`` or ``;``); what a rule *means* is the tracer's job
-(:mod:`kubenet.trace.nftables`). Elements are ``(key, value)`` pairs of text in the
-same spelling nft uses (``10.96.0.10 . tcp . 80 : goto cluster-2``); a set's value
-is ``None``. Nothing here does I/O.
+(:mod:`kubenet.trace.nftables`). Elements are a read-only mapping from key text to
+value text in the spelling nft uses (``10.96.0.10 . tcp . 80`` to ``goto cluster-2``);
+a set element's value is ``None``. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import NamedTuple
 
 #: nft's named base-chain priorities (the ip and ip6 families).
@@ -42,7 +43,7 @@ class NftSyntaxError(ValueError):
 
 
 class Element(NamedTuple):
-    """One set element (``value`` is None) or map element."""
+    """One set element (``value`` is None) or map element, as the parser meets it."""
 
     key: str
     value: str | None = None
@@ -98,7 +99,8 @@ class NftSet:
     #: Element timeout in seconds (sets with the ``timeout`` flag).
     timeout: int | None = None
     comment: str | None = None
-    elements: tuple[Element, ...] = ()
+    #: Key text to value text (None for a set). Equality ignores element order.
+    elements: Mapping[str, str | None] = field(default_factory=lambda: _EMPTY, hash=False)
 
     @property
     def is_map(self) -> bool:
@@ -110,7 +112,7 @@ class NftSet:
 
     def same_definition(self, other: NftSet) -> bool:
         """Whether only the elements differ."""
-        return replace(self, elements=()) == replace(other, elements=())
+        return replace(self, elements=_EMPTY) == replace(other, elements=_EMPTY)
 
     def declaration(self) -> list[str]:
         """The lines inside ``set NAME { ... }``, elements excluded."""
@@ -148,14 +150,11 @@ class Ruleset:
         raise KeyError(name)
 
     def canonical(self) -> Ruleset:
-        """The same content in name order, elements in key order (for comparison)."""
+        """The same content with chains and sets in name order (for comparison)."""
         return replace(
             self,
             chains=tuple(sorted(self.chains, key=lambda c: c.name)),
-            sets=tuple(
-                replace(s, elements=tuple(sorted(s.elements)))
-                for s in sorted(self.sets, key=lambda s: s.name)
-            ),
+            sets=tuple(sorted(self.sets, key=lambda s: s.name)),
         )
 
     def script(self) -> str:
@@ -176,7 +175,7 @@ class Ruleset:
             out.extend(f"\t\t{line}" for line in s.declaration())
             if s.elements:
                 out.append("\t\telements = {")
-                out.append(",\n".join(f"\t\t\t{e}" for e in s.elements))
+                out.append(",\n".join(_element_lines(s.elements)))
                 out.append("\t\t}")
             out.append("\t}")
         for c in self.chains:
@@ -189,6 +188,19 @@ class Ruleset:
             out.append("\t}")
         out.append("}")
         return "\n".join(out) + "\n"
+
+
+_EMPTY: Mapping[str, str | None] = MappingProxyType({})
+
+
+def frozen_elements(elements: dict[str, str | None]) -> Mapping[str, str | None]:
+    """A read-only view of an element dict (not a copy: hand it over, then let go)."""
+    return MappingProxyType(elements)
+
+
+def _element_lines(elements: Mapping[str, str | None]) -> Iterable[str]:
+    for k, v in elements.items():
+        yield f"\t\t\t{k}" if v is None else f"\t\t\t{k} : {v}"
 
 
 def quote(text: str) -> str:
@@ -262,7 +274,7 @@ def diff(old: Ruleset, new: Ruleset) -> str:
         out.append(f"delete {old_sets[s.name].kind} {t} {s.name}")
     for s in added_sets + redefined:
         out.append(f"add {s.kind} {t} {s.name} {{ " + "; ".join(s.declaration()) + "; }")
-        out.extend(_element_command("add", t, s.name, s.elements))
+        out.extend(_element_command("add", t, s.name, (Element(*e) for e in s.elements.items())))
     for s in kept_sets:
         fresh = _element_changes(old_sets[s.name], s)[1]
         out.extend(_element_command("add", t, s.name, fresh))
@@ -279,8 +291,7 @@ def _uses_any(rules: Iterable[str], sets: set[str]) -> bool:
 
 def _element_changes(old: NftSet, new: NftSet) -> tuple[list[Element], list[Element]]:
     """(elements to delete, elements to add); a changed map value is both."""
-    before = dict(old.elements)
-    after = dict(new.elements)
+    before, after = old.elements, new.elements
     gone = [Element(k, v) for k, v in before.items() if k not in after or after[k] != v]
     fresh = [Element(k, v) for k, v in after.items() if k not in before or before[k] != v]
     return gone, fresh
@@ -363,7 +374,7 @@ class _State:
         for c in rs.chains:
             t.chains[c.name] = c
         for s in rs.sets:
-            t.sets[s.name] = replace(s, elements=())
+            t.sets[s.name] = replace(s, elements=_EMPTY)
             t.elements[s.name] = dict(s.elements)
         self.tables[(rs.family, rs.table)] = t
 
@@ -378,8 +389,7 @@ class _State:
             raise NftSyntaxError(f"script leaves {len(self.tables)} tables, expected one")
         (t,) = self.tables.values()
         sets = tuple(
-            replace(s, elements=tuple(Element(k, v) for k, v in t.elements[s.name].items()))
-            for s in t.sets.values()
+            replace(s, elements=frozen_elements(t.elements[s.name])) for s in t.sets.values()
         )
         return Ruleset(t.family, t.name, tuple(t.chains.values()), sets, t.comment)
 

@@ -35,10 +35,14 @@ Services and endpoints are *elements* and chains are shared:
   endpoint keeps its clients while it exists, whatever else changes.
 - masquerading for ClusterIP traffic is one static rule in ``services``
   (``daddr @cluster-ips`` and not from a local pod, or every packet with
-  masqueradeAll), as in upstream's current layout; hairpin traffic is caught in
-  ``masquerading`` by ``ct status dnat`` and the ``hairpin-connections`` set of
-  ``endpoint . endpoint . l4proto . port`` for every endpoint (not only local ones,
-  so the result equals the iptables backend's per-endpoint rule).
+  masqueradeAll), as in upstream's current layout. Hairpin traffic (a pod sent to
+  itself through its Service) is caught in ``masquerading`` by ``ct status dnat``
+  and the ``hairpin-connections`` set of ``endpoint . endpoint . l4proto . port``.
+  Like upstream, the set holds node-local endpoints only: a pod on another node
+  does not send its Service traffic through this node's DNAT, and listing every
+  endpoint of a large cluster would double the elements to load. (The iptables
+  backend marks every endpoint; the two differ only for a remote endpoint whose
+  own connection is DNATed here back to itself.)
 - loadBalancerSourceRanges is a set of guarded addresses (``firewall-ips``) and an
   interval set of allowed ``address . l4proto . port . source`` (``firewall-allow``).
 
@@ -62,7 +66,7 @@ from typing import ClassVar
 
 from kubenet.model import Endpoint, IPFamily, IPMode, ServiceMap, ServicePort
 from kubenet.options import DetectLocalMode, RenderOptions
-from kubenet.render.nft_ruleset import BaseChain, Chain, Element, NftSet, Ruleset
+from kubenet.render.nft_ruleset import BaseChain, Chain, NftSet, Ruleset, frozen_elements
 
 TABLE = "kube-proxy"
 
@@ -95,9 +99,33 @@ def render(service_map: ServiceMap, options: RenderOptions) -> NftablesPlan:
     """Render ``service_map`` for ``options.ip_family``."""
     family = options.ip_family
     builder = _Builder(family, options)
-    for port in service_map.for_family(family):
-        builder.add_port(port)
+    for port in service_map:
+        view = _single_family(port, family)
+        if view is not None:
+            builder.add_port(view)
     return NftablesPlan(family=family, options=options, ruleset=builder.finish())
+
+
+def _single_family(port: ServicePort, family: IPFamily) -> ServicePort | None:
+    """``port.for_family(family)``, without the copy when nothing is of the other family.
+
+    Rendering 10k Services spends most of its time here otherwise; the check is a
+    substring test per address.
+    """
+    if port.cluster_ip(family) is None:
+        return None
+    v6 = family is IPFamily.IPV6
+    addresses = (
+        *port.cluster_ips,
+        *port.external_ips,
+        *(i.ip for i in port.load_balancer_ingress),
+        *port.load_balancer_source_ranges,
+    )
+    if all((":" in a) == v6 for a in addresses) and all(
+        (":" in e.ip) == v6 for e in port.endpoints
+    ):
+        return port
+    return port.for_family(family)
 
 
 # ---------------------------------------------------------------------- naming
@@ -183,6 +211,7 @@ class _Builder:
             )
         }
         self.claimed: set[str] = set()
+        self.targets: dict[tuple[Endpoint, ...], list[str]] = {}
         self.group_chains: dict[str, Chain] = {}
         self.service_chains: dict[str, Chain] = {}
         self.affinity_sets: list[NftSet] = []
@@ -232,9 +261,14 @@ class _Builder:
         return True
 
     def put_endpoints(self, name: str, key: str, endpoints: tuple[Endpoint, ...]) -> None:
-        store = self.elements[name]
-        for slot, ep in enumerate(endpoints):
-            store[f"{key} . {slot}"] = f"{ep.ip} . {ep.port}"
+        """One element per slot: ``key . slot`` to ``ip . port``."""
+        targets = self.targets.get(endpoints)
+        if targets is None:
+            # A port's endpoints are written once per address it is reachable on.
+            targets = self.targets[endpoints] = [f"{ep.ip} . {ep.port}" for ep in endpoints]
+        self.elements[name].update(
+            {f"{key} . {slot}": target for slot, target in enumerate(targets)}
+        )
 
     # -- shared chains
 
@@ -271,6 +305,7 @@ class _Builder:
     # -- one service port
 
     def add_port(self, port: ServicePort) -> None:
+        self.targets.clear()
         proto = port.protocol.lower()
         cluster_ip = port.cluster_ip(self.family)
         assert cluster_ip is not None  # for_family() keeps only ports with one
@@ -280,7 +315,7 @@ class _Builder:
         external = port.local_endpoints if port.external_policy_local else port.cluster_endpoints
         affinity = _Affinity(self, port) if port.session_affinity and has_any else None
 
-        for ep in (*port.cluster_endpoints, *port.local_endpoints):
+        for ep in port.local_endpoints:
             self.put("hairpin-connections", f"{ep.ip} . {ep.ip} . {proto} . {ep.port}")
 
         self.put("cluster-ips", cluster_ip)
@@ -384,7 +419,7 @@ class _Builder:
         endpoint = f"{ipx} daddr . th dport"
 
         def make(name: str, key: str, data: str | None, comment: str) -> NftSet:
-            elements = tuple(Element(k, v) for k, v in self.elements[name].items())
+            elements = frozen_elements(self.elements[name])
             typeof = name.endswith("-endpoints")
             flags = ("interval",) if name == "firewall-allow" else ()
             return NftSet(name, key, data, typeof, flags, None, comment, elements)
