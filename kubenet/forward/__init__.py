@@ -1,0 +1,83 @@
+"""kubenet.forward: kubectl proxy's job as a library.
+
+The pieces, each usable on its own:
+
+- :mod:`~kubenet.forward.filter`: kubectl proxy's accept/reject rules;
+- :mod:`~kubenet.forward.paths`: path normalisation and prefix routing;
+- :mod:`~kubenet.forward.credentials`: kubeconfig -> upstream credentials;
+- :mod:`~kubenet.forward.upstream`: pooled connections to one API server;
+- :mod:`~kubenet.forward.server`: the aiohttp application (:class:`ApiProxy`);
+- :mod:`~kubenet.forward.serve`: listening, metrics and graceful shutdown.
+
+Embedding, in a few lines::
+
+    from kubenet.forward import ApiProxy, KubeconfigOptions, Listener, ProxyConfig
+    from kubenet.forward import serve, upstreams_for
+
+    upstreams = upstreams_for(KubeconfigOptions(context="kind-kind"))
+    proxy = ApiProxy(ProxyConfig(), upstreams)
+    asyncio.run(serve(proxy, Listener(port=8001), ready=print))
+
+or mount ``proxy.application()`` in an aiohttp app of your own.
+"""
+
+from .clientauth import ClientTokens, TokenFileError
+from .credentials import (
+    Auth,
+    ClusterCredentials,
+    CredentialsError,
+    KubeconfigOptions,
+    load_credentials,
+    load_kubeconfig,
+)
+from .filter import (
+    DEFAULT_ACCEPT_HOSTS,
+    DEFAULT_ACCEPT_PATHS,
+    DEFAULT_REJECT_METHODS,
+    DEFAULT_REJECT_PATHS,
+    FilterError,
+    FilterRules,
+    host_of,
+    is_upgrade_request,
+)
+from .observe import AccessLog, ProxyMetrics
+from .paths import Canonical, PathRefused, Redirect, Router, normalise
+from .serve import Listener, bind, format_address, serve
+from .server import ApiProxy, ProxyConfig
+from .upstream import PoolSettings, Upstream, UpstreamError, upstreams_for
+
+__all__ = [
+    "DEFAULT_ACCEPT_HOSTS",
+    "DEFAULT_ACCEPT_PATHS",
+    "DEFAULT_REJECT_METHODS",
+    "DEFAULT_REJECT_PATHS",
+    "AccessLog",
+    "ApiProxy",
+    "Auth",
+    "Canonical",
+    "ClientTokens",
+    "ClusterCredentials",
+    "CredentialsError",
+    "FilterError",
+    "FilterRules",
+    "KubeconfigOptions",
+    "Listener",
+    "PathRefused",
+    "PoolSettings",
+    "ProxyConfig",
+    "ProxyMetrics",
+    "Redirect",
+    "Router",
+    "TokenFileError",
+    "Upstream",
+    "UpstreamError",
+    "bind",
+    "format_address",
+    "host_of",
+    "is_upgrade_request",
+    "load_credentials",
+    "load_kubeconfig",
+    "normalise",
+    "serve",
+    "upstreams_for",
+]

@@ -1,0 +1,94 @@
+"""Header rewriting between the client, the proxy and the API server (pure).
+
+What kubectl proxy does, through Go's reverse proxy and client-go's round trippers:
+
+- hop-by-hop headers (RFC 9110 section 7.6.1, and any header the ``Connection``
+  header names) are not forwarded, except on an upgrade, where ``Connection`` and
+  ``Upgrade`` are the request;
+- the client's address is appended to ``X-Forwarded-For``;
+- the proxy's Authorization is added only when the client sent none (a client's own
+  Authorization passes through), and impersonation headers only when the client sent
+  no ``Impersonate-User``;
+- ``User-Agent`` is set only when the client sent none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+Headers = list[tuple[str, str]]
+
+
+def connection_tokens(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """The header names listed in ``Connection`` (lower-cased)."""
+    tokens: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return frozenset(tokens)
+
+
+def without_hop_by_hop(headers: Sequence[tuple[str, str]]) -> Headers:
+    listed = connection_tokens(headers)
+    return [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP and n.lower() not in listed]
+
+
+def has(headers: Iterable[tuple[str, str]], name: str) -> bool:
+    lowered = name.lower()
+    return any(n.lower() == lowered and v != "" for n, v in headers)
+
+
+def upstream_request_headers(
+    incoming: Sequence[tuple[str, str]],
+    *,
+    client_ip: str | None,
+    authorization: str | None,
+    impersonation: Sequence[tuple[str, str]] = (),
+    user_agent: str = "",
+    upgrade: bool = False,
+    drop_authorization: bool = False,
+) -> Headers:
+    """The headers to send upstream for a client request (``Host`` is left out).
+
+    ``drop_authorization`` removes the client's Authorization first (it was the proxy's
+    own token, checked by ``--auth-token-file``, and is not the API server's business).
+    """
+    dropped = {"host"}
+    if drop_authorization:
+        dropped.add("authorization")
+    if not upgrade:
+        # The server side answers "Expect: 100-continue" itself.
+        dropped.add("expect")
+    source = list(incoming) if upgrade else without_hop_by_hop(incoming)
+    out = [(n, v) for n, v in source if n.lower() not in dropped]
+
+    if client_ip:
+        prior = [v for n, v in out if n.lower() == "x-forwarded-for"]
+        out = [(n, v) for n, v in out if n.lower() != "x-forwarded-for"]
+        out.append(("X-Forwarded-For", ", ".join([*prior, client_ip])))
+    if authorization and not has(out, "Authorization"):
+        out.append(("Authorization", authorization))
+    if impersonation and not has(out, "Impersonate-User"):
+        out.extend(impersonation)
+    if user_agent and not has(out, "User-Agent"):
+        out.append(("User-Agent", user_agent))
+    return out
+
+
+def client_response_headers(upstream: Sequence[tuple[str, str]]) -> Headers:
+    """The API server's response headers as the client gets them."""
+    return without_hop_by_hop(upstream)
