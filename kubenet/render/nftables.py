@@ -21,9 +21,13 @@ Services and endpoints are *elements* and chains are shared:
   and sends the rest to the N local ones (Local policy). The ``nodeport-`` chains do
   the same for node ports.
 - those chains pick the endpoint with one lookup in a concatenated map keyed by
-  ``daddr . l4proto . dport . slot``, the slot being ``numgen random mod N``:
-  ``cluster-endpoints``, ``local-endpoints`` and their ``nodeport-`` twins (keyed by
-  ``l4proto . dport . slot``). Grouping by N keeps the balance exact.
+  ``daddr . dport . slot``, the slot being ``numgen random mod N``:
+  ``cluster-endpoints-tcp``, ``local-endpoints-tcp`` and their ``nodeport-`` twins
+  (keyed by ``dport . slot``), one map per protocol (each chain has a rule per
+  protocol, ``tcp dport`` matching only TCP, and so on). Grouping by N keeps the
+  balance exact. The split by protocol works around nft 1.0.6, which cannot read a
+  map whose data is typed ``ip daddr . th dport`` back from the kernel, and so
+  could not add to the table later; ``ip daddr . tcp dport`` it reads fine.
 - ``short-circuit-ips`` / ``short-circuit-nodeports`` say where Local-policy traffic
   from pods and from the node goes (``cluster-M`` for the Service's M endpoints).
 - only ClientIP affinity needs per-Service state, so only those Services get chains
@@ -167,13 +171,22 @@ def _hash32(text: str) -> int:
 # --------------------------------------------------------------------- builder
 
 
+#: One endpoint map per protocol and key space: see _Builder.group().
+_PROTOCOLS = ("tcp", "udp", "sctp")
+
+
 @dataclass(frozen=True)
 class _Lookup:
-    """Where a key space's packets are looked up: address-keyed or node-port-keyed."""
+    """A key space: service addresses (``daddr . l4proto . dport``) or node ports."""
 
     prefix: str  # "" or "nodeport-"
     key: str  # the packet expression of the service key
     dispatch: str  # verdict map of the short-circuit targets
+    daddr: str  # "ip daddr . " for addresses, "" for node ports
+
+    def slot_key(self, proto: str) -> str:
+        """The endpoint-map key without its slot, for packets of ``proto``."""
+        return f"{self.daddr}{proto} dport"
 
 
 class _Builder:
@@ -185,8 +198,15 @@ class _Builder:
         self.ipx = "ip6" if family is IPFamily.IPV6 else "ip"
         self.addr = "ipv6_addr" if family is IPFamily.IPV6 else "ipv4_addr"
         self.mark = f"0x{options.masquerade_mark:08x}"
-        self.vips = _Lookup("", f"{self.ipx} daddr . meta l4proto . th dport", "short-circuit-ips")
-        self.nodeports = _Lookup("nodeport-", "meta l4proto . th dport", "short-circuit-nodeports")
+        self.vips = _Lookup(
+            "",
+            f"{self.ipx} daddr . meta l4proto . th dport",
+            "short-circuit-ips",
+            f"{self.ipx} daddr . ",
+        )
+        self.nodeports = _Lookup(
+            "nodeport-", "meta l4proto . th dport", "short-circuit-nodeports", ""
+        )
         self.local_match = self._detector(negate=False)
         self.not_local_match = self._detector(negate=True)
         # Element text per set/map, first writer wins (see claim()).
@@ -199,10 +219,12 @@ class _Builder:
                 "service-nodeports",
                 "short-circuit-ips",
                 "short-circuit-nodeports",
-                "cluster-endpoints",
-                "local-endpoints",
-                "nodeport-cluster-endpoints",
-                "nodeport-local-endpoints",
+                *(
+                    f"{prefix}{kind}-endpoints-{proto}"
+                    for prefix in ("", "nodeport-")
+                    for kind in ("cluster", "local")
+                    for proto in _PROTOCOLS
+                ),
                 "no-endpoint-services",
                 "no-endpoint-nodeports",
                 "firewall-ips",
@@ -261,7 +283,7 @@ class _Builder:
         return True
 
     def put_endpoints(self, name: str, key: str, endpoints: tuple[Endpoint, ...]) -> None:
-        """One element per slot: ``key . slot`` to ``ip . port``."""
+        """One element per slot of map ``name``: ``key . slot`` to ``ip . port``."""
         targets = self.targets.get(endpoints)
         if targets is None:
             # A port's endpoints are written once per address it is reachable on.
@@ -279,8 +301,12 @@ class _Builder:
             return name
         rules: list[str]
         if kind in ("cluster", "local"):
+            # One rule per protocol: "tcp dport" in the key makes nft match TCP only,
+            # and the map's data type can say "tcp dport" too (see the module notes).
             rules = [
-                f"dnat to {lookup.key} . numgen random mod {n} map @{lookup.prefix}{kind}-endpoints"
+                f"dnat to {lookup.slot_key(proto)} . numgen random mod {n} "
+                f"map @{lookup.prefix}{kind}-endpoints-{proto}"
+                for proto in _PROTOCOLS
             ]
         elif kind == "external":
             rules = ["jump mark-for-masquerade", f"goto {self.group(lookup, 'cluster', n)}"]
@@ -327,7 +353,9 @@ class _Builder:
                 else:
                     kind = "local" if port.internal_policy_local else "cluster"
                     target = self.group(self.vips, kind, len(internal))
-                    self.put_endpoints(f"{kind}-endpoints", key, internal)
+                    self.put_endpoints(
+                        f"{kind}-endpoints-{proto}", f"{cluster_ip} . {port.port}", internal
+                    )
                 self.put("service-ips", key, f"goto {target}")
             else:
                 self.put("no-endpoint-services", key, no_endpoints)
@@ -338,7 +366,7 @@ class _Builder:
             if not self.claim(key):
                 continue
             if has_any:
-                chain = self.external(self.vips, port, key, affinity)
+                chain = self.external(self.vips, port, key, f"{ip} . {port.port}", affinity)
                 if chain is not None:
                     self.put("service-ips", key, f"goto {chain}")
             if not (has_any and external):
@@ -350,32 +378,39 @@ class _Builder:
             key = f"{proto} . {port.node_port}"
             if self.claim(f"nodeport {key}"):
                 if has_any:
-                    chain = self.external(self.nodeports, port, key, affinity)
+                    chain = self.external(self.nodeports, port, key, str(port.node_port), affinity)
                     if chain is not None:
                         self.put("service-nodeports", key, f"goto {chain}")
                 if not (has_any and external):
                     self.put("no-endpoint-nodeports", key, no_endpoints)
 
     def external(
-        self, lookup: _Lookup, port: ServicePort, key: str, affinity: _Affinity | None
+        self,
+        lookup: _Lookup,
+        port: ServicePort,
+        key: str,
+        slot_key: str,
+        affinity: _Affinity | None,
     ) -> str | None:
         """The chain for external traffic to ``key``; its endpoint elements as a side effect.
 
-        None when there is nothing to send the traffic to (then the "no endpoints"
-        maps drop it).
+        ``slot_key`` is the key's spelling in the endpoint maps (no protocol: each
+        protocol has its own map). None when there is nothing to send the traffic
+        to (then the "no endpoints" maps drop it).
         """
         if affinity is not None:
             return affinity.external_chain()
         cluster, local = port.cluster_endpoints, port.local_endpoints
+        maps = f"{lookup.prefix}{{}}-endpoints-{port.protocol.lower()}"
         if not port.external_policy_local:
             if not cluster:
                 return None
-            self.put_endpoints(f"{lookup.prefix}cluster-endpoints", key, cluster)
+            self.put_endpoints(maps.format("cluster"), slot_key, cluster)
             return self.group(lookup, "external", len(cluster))
         if cluster:
             self.put(lookup.dispatch, key, f"goto {self.group(lookup, 'cluster', len(cluster))}")
-            self.put_endpoints(f"{lookup.prefix}cluster-endpoints", key, cluster)
-        self.put_endpoints(f"{lookup.prefix}local-endpoints", key, local)
+            self.put_endpoints(maps.format("cluster"), slot_key, cluster)
+        self.put_endpoints(maps.format("local"), slot_key, local)
         return self.group(lookup, "external-local", len(local))
 
     def firewall(self, port: ServicePort, key: str, lb_ips: list[str]) -> None:
@@ -414,15 +449,24 @@ class _Builder:
         ipx, addr = self.ipx, self.addr
         vip = f"{addr} . inet_proto . inet_service"
         nodeport = "inet_proto . inet_service"
-        vip_slot = f"{ipx} daddr . meta l4proto . th dport . numgen random mod 1"
-        nodeport_slot = "meta l4proto . th dport . numgen random mod 1"
-        endpoint = f"{ipx} daddr . th dport"
 
         def make(name: str, key: str, data: str | None, comment: str) -> NftSet:
             elements = frozen_elements(self.elements[name])
-            typeof = name.endswith("-endpoints")
+            typeof = "-endpoints-" in name
             flags = ("interval",) if name == "firewall-allow" else ()
             return NftSet(name, key, data, typeof, flags, None, comment, elements)
+
+        endpoint_maps = [
+            make(
+                f"{lookup.prefix}{kind}-endpoints-{proto}",
+                f"{lookup.slot_key(proto)} . numgen random mod 1",
+                f"{ipx} daddr . {proto} dport",
+                f"{what} endpoints by {by} and slot",
+            )
+            for lookup, by in ((self.vips, "service address, port"), (self.nodeports, "node port"))
+            for kind, what in (("cluster", "cluster-policy"), ("local", "node-local"))
+            for proto in _PROTOCOLS
+        ]
 
         return [
             make("cluster-ips", addr, None, "Active ClusterIPs"),
@@ -431,20 +475,7 @@ class _Builder:
             make("service-nodeports", nodeport, "verdict", "NodePort traffic"),
             make("short-circuit-ips", vip, "verdict", "Local policy: pod and node traffic"),
             make("short-circuit-nodeports", nodeport, "verdict", "the same for node ports"),
-            make("cluster-endpoints", vip_slot, endpoint, "cluster-policy endpoints by slot"),
-            make("local-endpoints", vip_slot, endpoint, "node-local endpoints by slot"),
-            make(
-                "nodeport-cluster-endpoints",
-                nodeport_slot,
-                endpoint,
-                "cluster-policy endpoints by node port and slot",
-            ),
-            make(
-                "nodeport-local-endpoints",
-                nodeport_slot,
-                endpoint,
-                "node-local endpoints by node port and slot",
-            ),
+            *endpoint_maps,
             make(
                 "no-endpoint-services",
                 vip,

@@ -396,6 +396,10 @@ class _Rule:
 # ---------------------------------------------------------------- rule parsing
 
 
+#: Words that start an expression and need the next one to say which.
+_PREFIXES = ("ip", "ip6", "meta", "ct", "fib", "th", "tcp", "udp", "sctp", "numgen")
+
+
 class _RuleParser:
     """Recursive descent over one rule's tokens (or a typeof / element text)."""
 
@@ -464,7 +468,8 @@ class _RuleParser:
             if mod < 1:
                 raise self.fail("numgen mod must be at least 1")
             return _Numgen(mod, offset)
-        raise self.fail(f"unknown expression {tok!r}")
+        what = f"{tok} {nxt}" if tok in _PREFIXES and nxt is not None else tok
+        raise self.fail(f"unknown expression {what!r}")
 
     def meta(self, key: str) -> _Expr:
         if key == "l4proto":
@@ -719,7 +724,6 @@ def _set_kinds(decl: NftSet, family: str) -> tuple[tuple[str, ...], tuple[str, .
 # ---------------------------------------------------------------------- tracer
 
 
-_DNAT_HOOKS = ("prerouting", "output")
 _HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
 
 
@@ -956,7 +960,11 @@ class Tracer:
         else:
             assert item.expr is not None and item.set_name is not None
             view = self.env.sets[item.set_name]
-            for key in item.expr.values(w, self.env) or []:
+            keys = item.expr.values(w, self.env)
+            if keys is None:  # e.g. "tcp dport" of a UDP packet: the rule does not match
+                out.append((w, _Flow.NEXT))
+                return
+            for key in keys:
                 found, data = view.lookup(key)
                 if not found:
                     out.append((w, _Flow.NEXT))  # no mapping: the rule breaks
