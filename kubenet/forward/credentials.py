@@ -23,6 +23,7 @@ import asyncio
 import copy
 import datetime
 import os
+import re
 import ssl
 import tempfile
 from collections.abc import Mapping
@@ -44,6 +45,8 @@ from kubernetes.config.kube_config import ConfigNode
 _loader: Any = _kube_config
 _exec: Any = _exec_provider
 _dates: Any = _dateutil
+
+_PROCESS_RETURNED = re.compile(r"exec: process returned -?\d+")
 
 NO_CONFIGURATION = "invalid configuration: no configuration has been provided"
 
@@ -469,8 +472,11 @@ class ExecSource(AuthSource):
             try:
                 status = await asyncio.to_thread(self._provider.run)
             except ConfigException as exc:
-                # The plugin's own words may quote its stderr: keep only the first line.
-                first = str(exc).splitlines()[0] if str(exc) else "failed"
+                # The client appends the plugin's stderr to its message, and stderr may
+                # hold anything: keep only the client's own words.
+                text = str(exc) or "failed"
+                returned = _PROCESS_RETURNED.match(text)
+                first = returned.group(0) if returned else text.splitlines()[0]
                 raise CredentialsError(
                     f"getting credentials: exec plugin {self.command}: {first}"
                 ) from None
