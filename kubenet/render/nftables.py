@@ -233,7 +233,7 @@ class _Builder:
             )
         }
         self.claimed: set[str] = set()
-        self.targets: dict[tuple[Endpoint, ...], list[str]] = {}
+        self.targets: dict[int, list[str]] = {}
         self.group_chains: dict[str, Chain] = {}
         self.service_chains: dict[str, Chain] = {}
         self.affinity_sets: list[NftSet] = []
@@ -284,10 +284,12 @@ class _Builder:
 
     def put_endpoints(self, name: str, key: str, endpoints: tuple[Endpoint, ...]) -> None:
         """One element per slot of map ``name``: ``key . slot`` to ``ip . port``."""
-        targets = self.targets.get(endpoints)
+        # A port's endpoint tuples are written once per address it is reachable on:
+        # format them once. Keyed by identity (they live on the port until the next
+        # add_port clears the cache); hashing the Endpoints would cost more.
+        targets = self.targets.get(id(endpoints))
         if targets is None:
-            # A port's endpoints are written once per address it is reachable on.
-            targets = self.targets[endpoints] = [f"{ep.ip} . {ep.port}" for ep in endpoints]
+            targets = self.targets[id(endpoints)] = [f"{ep.ip} . {ep.port}" for ep in endpoints]
         self.elements[name].update(
             {f"{key} . {slot}": target for slot, target in enumerate(targets)}
         )
