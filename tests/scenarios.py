@@ -42,7 +42,7 @@ TOPOLOGY: dict[str, dict[str, str]] = {
     "pod-c": {"ipv4": "10.244.1.4", "ipv6": "fd00:244:1::4", "node": NODE},
     "pod-r": {"ipv4": "10.244.2.2", "ipv6": "fd00:244:2::2", "node": OTHER_NODE},
 }
-CLUSTER_CIDRS = ("10.244.0.0/16", "fd00:244::/48")
+CLUSTER_CIDRS = ("10.244.0.0/16", "fd00:244::/32")
 TCP_TARGET = 8080
 UDP_TARGET = 9090
 

@@ -16,7 +16,7 @@ from kubenet.cli.node_proxy import app
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = str(ROOT / "examples")
 DATA = ROOT / "tests" / "data" / "manifests"
-NODE = ["--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16,fd00:244::/48"]
+NODE = ["--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16,fd00:244::/32"]
 
 
 def node_proxy(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
