@@ -462,5 +462,11 @@ def test_unknown_script_structure_is_an_error() -> None:
         Tracer(script("\tchain i { type filter hook ingress device lo priority 0; }"), ())
     with pytest.raises(NftTraceError, match="cannot trace base chain"):
         Tracer(script("\tchain i { type route hook output priority 0; }"), ())
-    with pytest.raises(NftTraceError, match="is not a valid port"):
+    with pytest.raises(NftTraceError, match="does not fit its type"):
         Tracer(script("\tset s { type inet_service; elements = { http-alt } }"), ())
+    with pytest.raises(NftTraceError, match="is not valid"):
+        Tracer(
+            script("\tmap m { type inet_service : verdict; elements = { 80 : goto nowhere } }"), ()
+        )
+    with pytest.raises(NftTraceError, match="the way nft lists it"):
+        Tracer("table ip6 t {\n\tset s { type ipv6_addr; elements = { fd00:0::1 } }\n}\n", ())

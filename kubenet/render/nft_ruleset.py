@@ -307,24 +307,20 @@ def _element_command(verb: str, table: str, name: str, elements: Iterable[Elemen
 
 # ------------------------------------------------------------------------ parsing
 
-# Tokens: quoted strings, single punctuation, newlines, and words (addresses,
-# names, operators). Comments run from '#' to the end of the line.
-_TOKEN = re.compile(r'[ \t\r]+|#[^\n]*|(\n|"[^"\n]*"|[{},;]|[^\s{},;"#]+)')
+# Tokens: quoted strings, single punctuation, newlines, words (addresses, names,
+# operators) and comments (from '#' to the end of the line). Every character that
+# is not white space belongs to one of them, so findall() loses nothing; a quote
+# without its closing quote comes out alone and is refused.
+_TOKEN = re.compile(r'"[^"\n]*"|[{},;\n]|[^\s{},;"#]+|#[^\n]*|"')
 
 
 def tokenize(text: str) -> list[str]:
     """Split nft text into tokens; newlines are kept as ``"\\n"`` tokens."""
-    tokens: list[str] = []
-    pos = 0
-    end = len(text)
-    match = _TOKEN.match
-    while pos < end:
-        m = match(text, pos)
-        if m is None:
-            raise NftSyntaxError(f"unexpected character {text[pos]!r} at offset {pos}")
-        if m.group(1) is not None:
-            tokens.append(m.group(1))
-        pos = m.end()
+    tokens = _TOKEN.findall(text)
+    if '"' in tokens:
+        raise NftSyntaxError("unterminated string")
+    if "#" in text:
+        tokens = [t for t in tokens if not t.startswith("#")]
     return tokens
 
 
@@ -565,7 +561,26 @@ class _Parser:
 
     def element_list(self) -> list[Element]:
         """Elements up to the closing brace: ``key [: value]`` separated by commas."""
-        out: list[Element] = []
+        try:
+            end = self.toks.index("}", self.i)
+        except ValueError:
+            raise NftSyntaxError("elements without a closing brace") from None
+        chunk = self.toks[self.i : end]
+        if "{" not in chunk and not any(t[0] == '"' for t in chunk):
+            # The common case, in bulk: ours and nft's listings put no strings or
+            # braces inside elements, so the text splits on its separators.
+            self.i = end + 1
+            text = " ".join(t for t in chunk if t != "\n").replace(" ,", ",")
+            out = []
+            for item in text.split(", "):
+                item = item.strip(" ,")
+                if item:
+                    key, sep, value = item.partition(" : ")
+                    if " : " in value or (not sep and item.endswith(" :")):
+                        raise NftSyntaxError(f"bad element {item!r}")
+                    out.append(Element(key, value if sep else None))
+            return out
+        out = []
         current: list[str] = []
         while True:
             tok = self.take()

@@ -38,7 +38,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 import itertools
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -285,16 +286,40 @@ def _kinds(expr: _Expr) -> tuple[str, ...]:
 # -------------------------------------------------------------------- set data
 
 
+# The canonical spelling of each kind of element part, which is how both the
+# renderer and ``nft list`` write them. Big exact sets are checked against these
+# and then looked up by text, which keeps reading a 10k-Service plan fast.
+_SPELLING = {
+    "ipv4": r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)",
+    "ipv6": r"[0-9a-f]*:[0-9a-f:.]*",
+    PROTO: "|".join(_PROTOCOLS),
+    PORT: r"(?:0|[1-9]\d{0,4})",
+    INT: r"(?:0|[1-9]\d*)",
+}
+
+
+def _spelling(kind: str, family: str) -> str | None:
+    if kind == ADDR:
+        return _SPELLING["ipv6" if family == "ip6" else "ipv4"]
+    return _SPELLING.get(kind)
+
+
 @dataclass
 class _SetView:
-    """A named set or map, its elements read with the types of its declaration."""
+    """A named set or map, read with the types of its declaration.
+
+    Interval sets are read into typed patterns. Other sets keep their element text
+    (checked to be canonical once) and are looked up by spelling the key; map data
+    is read when an element is found.
+    """
 
     decl: NftSet
     key_kinds: tuple[str, ...]
     data_kinds: tuple[str, ...] | None
     verdicts: bool
-    exact: dict[tuple[Value, ...], object] = field(default_factory=dict)
-    ranged: list[tuple[tuple[_Pattern, ...], object]] = field(default_factory=list)
+    read_data: Callable[[str], object]
+    ranged: list[tuple[tuple[_Pattern, ...], object]] | None = None
+    data: dict[str, object] = field(default_factory=dict)
 
     @property
     def dynamic(self) -> bool:
@@ -303,12 +328,21 @@ class _SetView:
 
     def lookup(self, key: Value) -> tuple[bool, object]:
         parts = key if isinstance(key, tuple) else (key,)
-        if parts in self.exact:
-            return True, self.exact[parts]
-        for patterns, data in self.ranged:
-            if all(p.accepts(v) for p, v in zip(patterns, parts, strict=True)):
-                return True, data
-        return False, None
+        if self.ranged is not None:
+            for patterns, data in self.ranged:
+                if all(p.accepts(v) for p, v in zip(patterns, parts, strict=True)):
+                    return True, data
+            return False, None
+        # str() of every part type is its canonical spelling (RFC 5952 for IPv6).
+        text = " . ".join(map(str, parts))
+        if text not in self.decl.elements:
+            return False, None
+        value = self.decl.elements[text]
+        if value is None:
+            return True, None
+        if value not in self.data:
+            self.data[value] = self.read_data(value)
+        return True, self.data[value]
 
 
 # ------------------------------------------------------------------ statements
@@ -384,6 +418,8 @@ class _NoOp:
     what: str
 
 
+#: The value types of a set's key, and of its data (None for sets and verdict maps).
+_Kinds: TypeAlias = tuple[tuple[str, ...], tuple[str, ...] | None]
 _Item: TypeAlias = _Match | _Verdict | _Vmap | _Dnat | _MarkSet | _Masquerade | _NoOp
 
 
@@ -403,7 +439,7 @@ _PREFIXES = ("ip", "ip6", "meta", "ct", "fib", "th", "tcp", "udp", "sctp", "numg
 class _RuleParser:
     """Recursive descent over one rule's tokens (or a typeof / element text)."""
 
-    def __init__(self, text: str, family: str, sets: dict[str, NftSet], chains: set[str]):
+    def __init__(self, text: str, family: str, sets: dict[str, _Kinds], chains: set[str]):
         self.text = text
         self.toks = [t for t in tokenize(text) if t != "\n"]
         self.i = 0
@@ -590,7 +626,7 @@ class _RuleParser:
                 raise self.fail(f"expected ',' or '}}', got {tok!r}")
 
     def check_key(self, name: str, kinds: tuple[str, ...]) -> None:
-        want = _set_kinds(self.sets[name], self.family)[0]
+        want = self.sets[name][0]
         if want != kinds:
             raise self.fail(f"key of @{name} is {want}, the rule gives {kinds}")
 
@@ -658,7 +694,7 @@ class _RuleParser:
         self.expect("map")
         name = self.named()
         self.check_key(name, _kinds(expr))
-        data = _set_kinds(self.sets[name], self.family)[1]
+        data = self.sets[name][1]
         if data != (ADDR, PORT):
             raise self.fail(f"@{name} does not map to address . port")
         return _Dnat(expr=expr, set_name=name)
@@ -698,7 +734,7 @@ class _RuleParser:
         return _Rule(self.text, tuple(items))
 
 
-def _set_kinds(decl: NftSet, family: str) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+def _set_kinds(decl: NftSet, family: str) -> _Kinds:
     """The value types of a set's key and data, from ``type`` names or ``typeof``."""
 
     def read(text: str) -> tuple[str, ...]:
@@ -748,11 +784,12 @@ class Tracer:
         self.family = ruleset.family
         addrs = {ipaddress.ip_address(ip) for ip in node_ips}
         addrs |= {ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")}
+        self.chains_named = {c.name for c in ruleset.chains}
         self.env = _Env(frozenset(addrs), self._read_sets(ruleset))
-        decls = {s.name: s for s in ruleset.sets}
-        names = {c.name for c in ruleset.chains}
+        kinds = {s.name: _set_kinds(s, self.family) for s in ruleset.sets}
+        names = self.chains_named
         self.chains: dict[str, tuple[_Rule, ...]] = {
-            c.name: tuple(_RuleParser(r, self.family, decls, names).rule() for r in c.rules)
+            c.name: tuple(_RuleParser(r, self.family, kinds, names).rule() for r in c.rules)
             for c in ruleset.chains
         }
         bases = []
@@ -772,33 +809,71 @@ class Tracer:
 
     def _read_sets(self, ruleset: Ruleset) -> dict[str, _SetView]:
         views = {}
+        chains = {c.name for c in ruleset.chains}
         for decl in ruleset.sets:
             key_kinds, data_kinds = _set_kinds(decl, self.family)
-            view = _SetView(decl, key_kinds, data_kinds, decl.data == "verdict")
-            parser = _RuleParser("", self.family, {}, {c.name for c in ruleset.chains})
-            interval = "interval" in decl.flags
-            for key, value in decl.elements.items():
-                parser.text = key if value is None else f"{key} : {value}"
-                patterns = parser.patterns_for(key_kinds, key.split())
-                data = self._element_data(parser, view, value)
-                if interval or any(p.lo != p.hi or p.glob for p in patterns):
-                    view.ranged.append((patterns, data))
-                else:
-                    view.exact[tuple(p.lo for p in patterns)] = data
+            parser = _RuleParser("", self.family, {}, chains)
+            verdicts = decl.data == "verdict"
+
+            def read_data(
+                text: str,
+                p: _RuleParser = parser,
+                verdicts: bool = verdicts,
+                kinds: tuple[str, ...] | None = data_kinds,
+            ) -> object:
+                p.text, p.toks, p.i = text, text.split(), 0
+                if verdicts:
+                    verdict = p.verdict()
+                    if p.peek() is not None:
+                        raise p.fail("trailing words after a verdict")
+                    return verdict
+                assert kinds is not None
+                return tuple(pat.lo for pat in p.patterns_for(kinds, text.split()))
+
+            view = _SetView(decl, key_kinds, data_kinds, verdicts, read_data)
+            if "interval" in decl.flags:
+                view.ranged = []
+                for key, value in decl.elements.items():
+                    parser.text = key
+                    patterns = parser.patterns_for(key_kinds, key.split())
+                    view.ranged.append((patterns, None if value is None else read_data(value)))
+            else:
+                self._check_spelling(view)
             views[decl.name] = view
         return views
 
-    def _element_data(self, parser: _RuleParser, view: _SetView, text: str | None) -> object:
-        if text is None:
-            return None
-        parser.toks, parser.i = text.split(), 0
+    def _check_spelling(self, view: _SetView) -> None:
+        """Refuse elements of an exact set that are not canonical text of its types."""
+        parts = [_spelling(k, self.family) for k in view.key_kinds]
+        if not view.decl.elements:
+            return
+        if any(p is None for p in parts):
+            raise NftTraceError(f"cannot look up elements of set {view.decl.name!r}")
+        key_re = re.compile(r" \. ".join(f"(?:{p})" for p in parts))
+        data_re = None
         if view.verdicts:
-            verdict = parser.verdict()
-            if parser.peek() is not None:
-                raise parser.fail("trailing words after a verdict")
-            return verdict
-        assert view.data_kinds is not None
-        return tuple(p.lo for p in parser.patterns_for(view.data_kinds, text.split()))
+            data_re = re.compile(r"(?:goto|jump) (\S+)|accept|drop|return|reject")
+        elif view.data_kinds is not None:
+            data_parts = [_spelling(k, self.family) for k in view.data_kinds]
+            data_re = re.compile(r" \. ".join(f"(?:{p})" for p in data_parts))
+        v6 = [i for i, k in enumerate(view.key_kinds) if k == ADDR and self.family == "ip6"]
+        canonical: dict[str, bool] = {}
+        for key, value in view.decl.elements.items():
+            if key_re.fullmatch(key) is None:
+                raise NftTraceError(f"element {key!r} of {view.decl.name!r} does not fit its type")
+            for i in v6:
+                addr = key.split(" . ")[i]
+                if addr not in canonical:
+                    canonical[addr] = ipaddress.ip_address(addr).compressed == addr
+                if not canonical[addr]:
+                    raise NftTraceError(
+                        f"element {key!r} of {view.decl.name!r}: write {addr} the way nft lists it"
+                    )
+            if value is None or data_re is None:
+                continue
+            m = data_re.fullmatch(value)
+            if m is None or (view.verdicts and m.group(1) and m.group(1) not in self.chains_named):
+                raise NftTraceError(f"element {key} : {value} of {view.decl.name!r} is not valid")
 
     # -- walking
 
