@@ -48,7 +48,7 @@ from kubenet.testing.apiserver.selectors import (
     parse_field_selector,
     parse_label_selector,
 )
-from kubenet.testing.apiserver.store import Page, Store, Stored, TooOld, object_key
+from kubenet.testing.apiserver.store import Page, Store, Stored, TooOld
 from kubenet.testing.apiserver.strategies import (
     ConfigMapStrategy,
     EndpointSliceStrategy,
@@ -74,6 +74,7 @@ _NAME_SUFFIX = "bcdfghjklmnpqrstvwxz2456789"  # upstream's generateName alphabet
 
 
 def now() -> str:
+    """The current time as the API writes timestamps (RFC 3339, whole seconds, UTC)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -115,47 +116,46 @@ class ListOptions:
             except ValueError:
                 raise errors.bad_request(f'invalid resource version: "{rv}"') from None
         causes: list[Cause] = []
-        if match:
+        initial = query.get("sendInitialEvents", "")
+        where = "resourceVersionMatch"
+        if initial:
+            if match != "NotOlderThan":
+                causes.append(
+                    _forbidden(
+                        where,
+                        "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+                    )
+                )
+            if not watch:
+                causes.append(
+                    _forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list")
+                )
+        elif match:
             if match not in ("Exact", "NotOlderThan"):
                 causes.append(
                     Cause(
                         "FieldValueNotSupported",
                         f'Unsupported value: "{match}": supported values: "Exact", "NotOlderThan"',
-                        "resourceVersionMatch",
+                        where,
                     )
                 )
             elif watch:
-                causes.append(
-                    Cause(
-                        "FieldValueForbidden",
-                        "Forbidden: resourceVersionMatch is forbidden for watch",
-                        "resourceVersionMatch",
-                    )
-                )
+                causes.append(_forbidden(where, "resourceVersionMatch is forbidden for watch"))
             elif not rv:
                 causes.append(
-                    Cause(
-                        "FieldValueForbidden",
-                        "Forbidden: resourceVersionMatch is "
-                        "forbidden unless resourceVersion is provided",
-                        "resourceVersionMatch",
+                    _forbidden(
+                        where,
+                        "resourceVersionMatch is forbidden unless resourceVersion is provided",
                     )
                 )
             elif token:
                 causes.append(
-                    Cause(
-                        "FieldValueForbidden",
-                        "Forbidden: resourceVersionMatch is forbidden when continue is provided",
-                        "resourceVersionMatch",
-                    )
+                    _forbidden(where, "resourceVersionMatch is forbidden when continue is provided")
                 )
             elif match == "Exact" and rv == "0":
                 causes.append(
-                    Cause(
-                        "FieldValueForbidden",
-                        'Forbidden: resourceVersionMatch "exact" '
-                        'is forbidden for resourceVersion "0"',
-                        "resourceVersionMatch",
+                    _forbidden(
+                        where, 'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'
                     )
                 )
         if causes:
@@ -178,6 +178,10 @@ class ListOptions:
             if not self.fields.matches(values):
                 return False
         return True
+
+
+def _forbidden(path: str, detail: str) -> Cause:
+    return Cause("FieldValueForbidden", f"Forbidden: {detail}", path)
 
 
 def encode_continue(rv: int, start: str) -> str:
@@ -404,7 +408,7 @@ class Api:
         meta["creationTimestamp"] = now()
         if dry_run:
             return self.store.bucket(rtype).serialise(obj, 0)
-        return self.store.put(rtype, _ordered(obj))
+        return self.store.put(rtype, obj)
 
     def update(
         self,
@@ -459,12 +463,12 @@ class Api:
         strategy.default(obj)
         self._validate(rtype, obj, old)
         meta["resourceVersion"] = str(current.rv)
-        if _ordered(obj) == old:
+        if obj == old:
             # Unchanged: no new revision and no watch event, as etcd's GuaranteedUpdate.
             return current
         if dry_run:
             return self.store.bucket(rtype).serialise(obj, current.rv)
-        return self.store.put(rtype, _ordered(obj))
+        return self.store.put(rtype, obj)
 
     def patch(
         self,
@@ -624,17 +628,3 @@ class Api:
                 )
             out.append(stored)
         return out
-
-
-def _ordered(obj: JsonObject) -> JsonObject:
-    """kind, apiVersion, metadata first, as the store serialises them."""
-    head = {
-        "kind": obj.get("kind"),
-        "apiVersion": obj.get("apiVersion"),
-        "metadata": obj.get("metadata"),
-    }
-    return {**head, **{k: v for k, v in obj.items() if k not in head}}
-
-
-def key_of(rtype: ResourceType, stored: Stored) -> str:
-    return object_key(rtype, stored.namespace, stored.name)

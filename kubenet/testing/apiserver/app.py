@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -530,6 +530,9 @@ def make_app(ctx: Context) -> web.Application:
         ctx.session = None
 
     app.cleanup_ctx.append(session_ctx)
-    route: Callable[[web.Request], Awaitable[web.StreamResponse]] = handler
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
     app.router.add_route("*", "/{tail:.*}", route)
     return app

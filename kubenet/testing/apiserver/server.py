@@ -156,7 +156,11 @@ class ApiServer:
             self._bootstrap()
         if self.config.manifests:
             self.api.load(manifests.load(self.config.manifests))
-        self._runner = web.AppRunner(make_app(self.context), access_log=None, shutdown_timeout=1.0)
+        # handler_cancellation: a watch whose client went away ends at once, as a Go
+        # server's request context would.
+        self._runner = web.AppRunner(
+            make_app(self.context), access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.SockSite(self._runner, sock, ssl_context=ssl_context)
         await site.start()
@@ -253,6 +257,10 @@ class ThreadedApiServer:
         self._started.set()
         self._loop.run_forever()
         self._loop.run_until_complete(self.server.stop())
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     def start(self) -> ThreadedApiServer:

@@ -227,10 +227,12 @@ class Bucket:
 
     def serialise(self, obj: JsonObject, rv: int) -> Stored:
         """Stamp ``obj`` with ``rv`` and serialise it with kind and apiVersion first."""
-        body = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
-        body["metadata"] = dict(body.get("metadata") or {})
-        body["metadata"]["resourceVersion"] = str(rv)
-        ordered = {"kind": self.rtype.kind, "apiVersion": self.rtype.api_version, **body}
+        meta = dict(obj.get("metadata") or {})
+        meta["resourceVersion"] = str(rv)
+        rest = {k: v for k, v in obj.items() if k not in ("kind", "apiVersion", "metadata")}
+        # Field order as upstream writes it: kind, apiVersion, metadata, then the rest.
+        ordered = {"kind": self.rtype.kind, "apiVersion": self.rtype.api_version, "metadata": meta}
+        ordered.update(rest)
         raw = dumps(ordered)
         if not raw.startswith(self.prefix):  # pragma: no cover - dumps keeps insertion order
             raise AssertionError("serialised object lost its type prefix")

@@ -109,11 +109,7 @@ class Channels:
     async def frames(self) -> AsyncIterator[tuple[int, bytes]]:
         """Incoming (channel, data) pairs until the socket closes."""
         async for msg in self.ws:
-            if msg.type == WSMsgType.BINARY and not self.base64:
-                payload: bytes = msg.data
-                if payload:
-                    yield payload[0], payload[1:]
-            elif msg.type == WSMsgType.TEXT and self.base64:
+            if self.base64 and msg.type == WSMsgType.TEXT:
                 text: str = msg.data
                 if text:
                     try:
@@ -121,6 +117,12 @@ class Channels:
                     except ValueError:
                         continue
                     yield ord(text[0]) - ord("0"), data
+            elif msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+                # Upstream reads text and binary frames alike on the raw protocols (the
+                # Python client writes str stdin as text frames).
+                payload = msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+                if payload:
+                    yield payload[0], payload[1:]
             elif msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
                 return
 

@@ -8,8 +8,8 @@ the common mistakes (bad names, labels, ports, addresses, missing fields).
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -143,20 +143,32 @@ def port_number(path: str, value: Any, *, allow_zero: bool = False) -> list[Caus
     return []
 
 
+_IP_HINT = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
+
+
 def ip_address(path: str, value: Any, family: int | None = None) -> list[Cause]:
+    """An IP address in the family given (4 or 6), if any.
+
+    socket.inet_pton rather than ipaddress: it is what bulk EndpointSlice loads spend
+    their time on, and it is an order of magnitude faster.
+    """
     if not isinstance(value, str):
-        return [
-            invalid(path, value, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
-        ]
+        return [invalid(path, value, _IP_HINT)]
+    if family != 6:
+        try:
+            socket.inet_pton(socket.AF_INET, value)
+            return []
+        except OSError:
+            if family == 4:
+                return [invalid(path, value, "must be a valid IPv4 address")]
     try:
-        ip = ipaddress.ip_address(value)
-    except ValueError:
+        socket.inet_pton(socket.AF_INET6, value)
+    except OSError:
         return [
-            invalid(path, value, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
+            invalid(path, value, _IP_HINT if family is None else "must be a valid IPv6 address")
         ]
-    if family is not None and ip.version != family:
-        want = "IPv4" if family == 4 else "IPv6"
-        return [invalid(path, value, f"must be a valid {want} address")]
+    if family == 4:
+        return [invalid(path, value, "must be a valid IPv4 address")]
     return []
 
 
