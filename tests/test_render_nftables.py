@@ -415,6 +415,9 @@ def test_endpoint_ids_depend_on_the_endpoint_alone() -> None:
     assert len(set(ids.values())) == 3
     assert endpoint_ids((a,))[a] == ids[a] == endpoint_ids((c, a))[a]
     assert all(0 <= i < 2**32 for i in ids.values())
+    # The same address seen with other conditions (say, now terminating) keeps its id.
+    ending = replace(a, ready=False, terminating=True)
+    assert endpoint_ids((a, ending))[ending] == ids[a]
 
 
 # ---------------------------------------------------------------------- diffs

@@ -156,11 +156,11 @@ def endpoint_ids(endpoints: tuple[Endpoint, ...]) -> dict[Endpoint, int]:
     improbable (2^-32 per pair); should it happen, every id of the Service is
     drawn again with a salt, so they stay distinct and deterministic.
     """
-    unique = sorted(set(endpoints))
+    addresses = sorted({ep.address for ep in endpoints})
     for salt in range(1_000):
-        ids = {ep: _hash32(f"{ep.address}#{salt}" if salt else ep.address) for ep in unique}
+        ids = {a: _hash32(f"{a}#{salt}" if salt else a) for a in addresses}
         if len(set(ids.values())) == len(ids):
-            return ids
+            return {ep: ids[ep.address] for ep in endpoints}
     raise AssertionError("no collision-free endpoint ids")  # pragma: no cover
 
 

@@ -22,6 +22,10 @@ path DNATs to, masquerade if some path masquerades, and the rules hit along the
 paths in the order first met. Paths ending in different verdicts give DNAT if any
 path DNATs, else ACCEPT, REJECT, DROP in that order.
 
+Set and map elements are checked against their declared types when the script is
+read; exact sets are then looked up by the canonical spelling of the key (the one
+nft lists and the renderer writes), interval sets by range.
+
 Anything outside the understood subset raises :class:`NftTraceError` when the
 script is read, never later and never silently: matches on ``ip``/``ip6``
 ``saddr``/``daddr``, ``meta l4proto``, ``th``/``tcp``/``udp``/``sctp`` ``dport``,
