@@ -242,3 +242,33 @@ def test_viewer_and_bad_credentials(apiserver: ThreadedApiServer, tmp_path: Path
     refused = bad("get", "ns", check=False)
     assert refused.returncode == 1
     assert "error: You must be logged in to the server" in refused.stderr
+
+
+def test_port_forward_explains_that_only_websocket_clients_are_served(
+    apiserver: ThreadedApiServer, tmp_path: Path
+) -> None:
+    kubectl = Kubectl(apiserver, "kubenet-token", tmp_path / "cache")
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin="""\
+apiVersion: v1
+kind: Pod
+metadata: {name: pf, namespace: default}
+spec: {containers: [{name: app, image: app:1}]}
+""",
+    )
+    # No kubelet runs here: mark the pod Running through the status subresource.
+    kubectl(
+        "patch",
+        "pod",
+        "pf",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"phase":"Running"}}',
+    )
+    done = kubectl("port-forward", "pf", "0:8080", check=False, timeout=20)
+    assert done.returncode != 0
+    assert "SPDY is not supported by this test server for portforward" in done.stderr

@@ -74,12 +74,14 @@ def requested_protocols(request: web.Request) -> list[str]:
 def check_upgrade(request: web.Request, supported: tuple[str, ...]) -> None:
     """Refuse what cannot be served before upgrading, so clients can fall back or report."""
     upgrade = request.headers.get("Upgrade", "").lower()
-    if upgrade != "websocket":
-        raise errors.bad_request(
-            f"upgrade to {request.headers.get('Upgrade') or 'a stream'} is not supported by this "
-            "test server; it speaks the WebSocket channel protocols only"
-        )
     asked = requested_protocols(request)
+    spdy = upgrade.startswith("spdy") or any(p.startswith("SPDY/") for p in asked)
+    if spdy or upgrade != "websocket":
+        what = "SPDY" if spdy else request.headers.get("Upgrade") or "a plain HTTP request"
+        raise errors.bad_request(
+            f"{what} is not supported by this test server for {request.path.rsplit('/', 1)[-1]}; "
+            f"it speaks the WebSocket channel protocols {list(supported)}"
+        )
     if asked and not any(p in supported for p in asked):
         raise errors.bad_request(
             f"requested WebSocket subprotocols {asked} are not supported; "
@@ -166,8 +168,8 @@ async def serve_exec(request: web.Request, pod: JsonObject) -> web.WebSocketResp
     }
     if not (want["stdin"] or want["stdout"] or want["stderr"]):
         raise errors.bad_request("you must specify at least 1 of stdin, stdout, stderr")
-    container = pick_container(pod, query.get("container", ""))
     check_upgrade(request, EXEC_PROTOCOLS)
+    container = pick_container(pod, query.get("container", ""))
     ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, autoping=True, heartbeat=None)
     await ws.prepare(request)
     channels = Channels(ws, ws.ws_protocol or "channel.k8s.io")
@@ -312,8 +314,8 @@ def parse_ports(request: web.Request) -> list[int]:
 async def serve_portforward(
     request: web.Request, pod: JsonObject, policy: ForwardPolicy
 ) -> web.WebSocketResponse:
-    ports = parse_ports(request)
     check_upgrade(request, PORTFORWARD_PROTOCOLS)
+    ports = parse_ports(request)
     ws = web.WebSocketResponse(protocols=PORTFORWARD_PROTOCOLS, autoping=True, heartbeat=None)
     await ws.prepare(request)
     channels = Channels(ws, ws.ws_protocol or "channel.k8s.io")
