@@ -32,13 +32,13 @@ def test_render_iptables_prints_restore_input(capsys: pytest.CaptureFixture[str]
     assert "-A KUBE-SERVICES" in out
     # Every ClusterIP of the examples' IPv4 services appears.
     for ip in ("10.96.0.10", "10.96.0.53", "10.96.0.40", "10.96.0.70", "10.96.0.20"):
-        assert f"{ip}/32" in out
+        assert f"-d {ip} " in out
 
 
 def test_render_ipv6_family(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = node_proxy(capsys, "render", "--from", EXAMPLES, *NODE, "--ip-family", "ipv6")
     assert code == 0
-    assert "fd00:96::120/128" in out
+    assert "-d fd00:96::120 " in out
     assert "10.96.0.10" not in out
 
 
@@ -56,7 +56,7 @@ def test_skipped_objects_are_listed_and_the_rest_rendered(
 ) -> None:
     code, out, err = node_proxy(capsys, "render", "--from", str(DATA / "broken.yaml"), *NODE)
     assert code == 0
-    assert "10.96.5.1/32" in out
+    assert "-d 10.96.5.1 " in out
     assert "10.96.5.2" not in out
     assert "broken/bad" in err and "70000" in err
 
@@ -64,7 +64,7 @@ def test_skipped_objects_are_listed_and_the_rest_rendered(
 def test_kind_list_json_is_read(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = node_proxy(capsys, "render", "--from", str(DATA / "list.json"), *NODE)
     assert code == 0, err
-    assert "10.96.6.1/32" in out and "10.244.1.3:8443" in out
+    assert "-d 10.96.6.1 " in out and "10.244.1.3:8443" in out
 
 
 @pytest.mark.parametrize("mode", ["iptables", "nftables"])
