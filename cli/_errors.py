@@ -54,9 +54,7 @@ def run(app: typer.Typer, prog: str, argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
-            # A bare command group prints its help, as kube-proxy does with no flags.
-            ctx = getattr(exc, "ctx", None)
-            print(ctx.get_help() if ctx is not None else exc)
+            # A bare command group: Typer has already printed the help.
             return 0
         click_error = _click_error(exc)
         if click_error is None:
