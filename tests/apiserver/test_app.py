@@ -190,6 +190,14 @@ def test_anonymous_when_enabled_reads_only_public_paths() -> None:
             "registered",
         ),
         (
+            json.dumps({"metadata": {"name": "x"}, "data": {"port": 80}}).encode(),
+            "application/json",
+            400,
+            "BadRequest",
+            'ConfigMap in version "v1" cannot be handled as a ConfigMap: json: cannot unmarshal '
+            "number into Go struct field ConfigMap.data of type string",
+        ),
+        (
             json.dumps({"metadata": {"labels": {"a": "b"}}}).encode(),
             "application/json",
             422,

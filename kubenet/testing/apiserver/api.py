@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kubenet.testing.apiserver import errors
+from kubenet.testing.apiserver import errors, schema
 from kubenet.testing.apiserver.allocators import PortRange, ServiceAllocations
 from kubenet.testing.apiserver.errors import Cause
 from kubenet.testing.apiserver.patch import (
@@ -334,15 +334,15 @@ class Api:
                 f"the API version in the data ({api_version}) does not match the expected API "
                 f"version ({rtype.api_version})"
             )
-        meta = body.get("metadata", {})
-        if meta is None:
-            meta = {}
-        if not isinstance(meta, dict):
-            raise errors.bad_request(
-                f'{kind} in version "{version}" cannot be handled as a {rtype.kind}: json: cannot '
-                f"unmarshal {type(meta).__name__} into Go struct field {rtype.kind}.metadata of "
-                "type v1.ObjectMeta"
-            )
+        struct = schema.KINDS.get(rtype.kind)
+        if struct is not None:
+            try:
+                schema.check(body, struct)
+            except schema.DecodeError as err:
+                raise errors.bad_request(
+                    f'{kind} in version "{version}" cannot be handled as a {rtype.kind}: {err}'
+                ) from None
+        meta = body.get("metadata") or {}
         obj: JsonObject = dict(body)
         obj["metadata"] = dict(meta)
         obj["kind"], obj["apiVersion"] = rtype.kind, rtype.api_version
