@@ -15,7 +15,7 @@ from kubenet.model import IPFamily, Protocol, ServiceMap, ServicePort
 from kubenet.options import DetectLocalMode, LocalDetector, RenderOptions
 from kubenet.render.iptables import IptablesPlan, JumpRule, render
 from kubenet.trace import Packet, TraceResult, Verdict
-from kubenet.trace.iptables import IptablesTraceError, trace
+from kubenet.trace.iptables import IptablesTraceError, Tracer, trace
 from tests.test_render_iptables import NODE_IP, NODE_IP6, OPTIONS, OPTIONS6, ep, port
 
 CLIENT, CLIENT6 = "10.180.0.2", "fd00:180::2"
@@ -299,6 +299,18 @@ def test_node_ips_can_be_given_per_trace() -> None:
     assert go(plan, CLIENT, "10.0.9.9", 30080).verdict is Verdict.ACCEPT
     packet = Packet(CLIENT, "10.0.9.9", Protocol.TCP, 30080)
     assert trace(plan, packet, node_ips=("10.0.9.9",)).verdict is Verdict.DNAT
+
+
+def test_one_tracer_traces_many_packets_alike() -> None:
+    plan = plan_of(WEB, port("empty", "10.96.0.20", ()))
+    tracer = Tracer(plan)
+    packets = [
+        Packet(POD, "10.96.0.10", Protocol.TCP, 80),
+        Packet(CLIENT, NODE_IP, Protocol.TCP, 30080),
+        Packet(CLIENT, "10.96.0.20", Protocol.TCP, 80),
+        Packet(POD, "10.96.0.10", Protocol.TCP, 80),
+    ]
+    assert [tracer.trace(p) for p in packets] == [trace(plan, p) for p in packets]
 
 
 def test_a_plan_with_stale_chain_deletions_still_traces() -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -55,21 +56,33 @@ def trace(
     plan: IptablesPlan, packet: Packet, node_ips: tuple[str, ...] | None = None
 ) -> TraceResult:
     """Walk ``packet`` through ``plan``; ``node_ips`` defaults to the plan's node addresses."""
-    if IPFamily.of(packet.src) is not plan.family or IPFamily.of(packet.dst) is not plan.family:
-        raise ValueError(f"packet {packet.src} -> {packet.dst} is not {plan.family}")
-    local = frozenset(
-        ipaddress.ip_address(ip) for ip in (plan.options.node_ips if node_ips is None else node_ips)
-    )
-    walker = _Walker(_Ruleset.parse(plan), local, plan.options.masquerade_mark)
-    start = _Path(
-        src=ipaddress.ip_address(packet.src),
-        dst=ipaddress.ip_address(packet.dst),
-        protocol=packet.protocol.lower(),
-        dport=packet.dport,
-        iif=packet.iif or "",
-    )
-    finals = list(walker.packet(start))
-    return _result(finals)
+    return Tracer(plan, node_ips).trace(packet)
+
+
+class Tracer:
+    """A plan ready to trace packets through: parse once, trace many.
+
+    Chains are parsed the first time a packet enters them and kept for later packets.
+    """
+
+    def __init__(self, plan: IptablesPlan, node_ips: tuple[str, ...] | None = None) -> None:
+        self.family = plan.family
+        ips = plan.options.node_ips if node_ips is None else node_ips
+        local = frozenset(ipaddress.ip_address(ip) for ip in ips)
+        self._walker = _Walker(_Ruleset.parse(plan), local, plan.options.masquerade_mark)
+
+    def trace(self, packet: Packet) -> TraceResult:
+        """Every way ``packet`` may go, folded into one result."""
+        if IPFamily.of(packet.src) is not self.family or IPFamily.of(packet.dst) is not self.family:
+            raise ValueError(f"packet {packet.src} -> {packet.dst} is not {self.family}")
+        start = _Path(
+            src=ipaddress.ip_address(packet.src),
+            dst=ipaddress.ip_address(packet.dst),
+            protocol=packet.protocol.lower(),
+            dport=packet.dport,
+            iif=packet.iif or "",
+        )
+        return _result(list(self._walker.packet(start)))
 
 
 # --- the parsed ruleset ---------------------------------------------------------------
@@ -129,8 +142,21 @@ class _Ruleset:
         raw: dict[tuple[str, str], list[str]] = {}
         policies: dict[tuple[str, str], str] = {}
         table: str | None = None
+        chains: dict[str, list[str]] = {}  # the current table's chains, by name
         for lineno, line in enumerate(plan.restore.splitlines(), 1):
-            text = line.strip()
+            # Rules are nearly every line: file them by chain with as little work as possible.
+            text = line if line.startswith("-A ") else line.strip()
+            if text.startswith("-A "):
+                end = text.find(" ", 3)
+                bucket = chains.get(text[3:end] if end > 0 else text[3:])
+                if bucket is None:
+                    where = f"restore line {lineno} ({text!r})"
+                    if table is None:
+                        raise IptablesTraceError(f"{where}: outside of a table")
+                    chain = text.split()[1]
+                    raise IptablesTraceError(f"{where}: chain {chain} was not declared")
+                bucket.append(text)
+                continue
             if not text or text.startswith("#"):
                 continue
             where = f"restore line {lineno} ({text!r})"
@@ -140,13 +166,14 @@ class _Ruleset:
                 table = text[1:]
                 if table not in _BUILTIN_CHAINS:
                     raise IptablesTraceError(f"{where}: unknown table")
+                chains = {}
                 for chain in _BUILTIN_CHAINS[table]:
-                    raw.setdefault((table, chain), [])
+                    chains[chain] = raw.setdefault((table, chain), [])
                 continue
             if table is None:
                 raise IptablesTraceError(f"{where}: outside of a table")
             if text == "COMMIT":
-                table = None
+                table, chains = None, {}
             elif text.startswith(":"):
                 parts = text[1:].split()
                 if len(parts) != 3:
@@ -156,18 +183,14 @@ class _Ruleset:
                 if builtin != (policy != "-") or policy not in ("-", "ACCEPT", "DROP"):
                     raise IptablesTraceError(f"{where}: bad policy {policy!r}")
                 # A chain line flushes the chain.
-                raw[(table, chain)] = []
+                chains[chain] = raw[(table, chain)] = []
                 if builtin:
                     policies[(table, chain)] = policy
-            elif text.startswith("-A "):
-                chain = text.split(None, 2)[1]
-                if (table, chain) not in raw:
-                    raise IptablesTraceError(f"{where}: chain {chain} was not declared")
-                raw[(table, chain)].append(text)
             elif text.startswith("-X "):
                 chain = text.split()[1]
                 if raw.pop((table, chain), None) is None:
                     raise IptablesTraceError(f"{where}: deleting undeclared chain {chain}")
+                del chains[chain]
             else:
                 raise IptablesTraceError(f"{where}: unsupported restore line")
         if table is not None:
@@ -188,7 +211,8 @@ class _Ruleset:
         key = (table, chain)
         parsed = self._parsed.get(key)
         if parsed is None:
-            if key not in self._raw and key not in self._jumps:
+            builtin = chain in _BUILTIN_CHAINS[table]
+            if key not in self._raw and key not in self._jumps and not builtin:
                 raise IptablesTraceError(f"jump to chain {chain}, which table {table} lacks")
             parsed = list(self._jumps.get(key, ()))
             parsed.extend(_parse_rule(text, _tokens(text)[2:]) for text in self._raw.get(key, ()))
@@ -557,30 +581,18 @@ def _tokens(line: str) -> list[str]:
     """Split a restore line as iptables-restore does: whitespace, with "double quotes"."""
     if '"' not in line and "\\" not in line:
         return line.split()
-    out: list[str] = []
-    current: list[str] = []
-    quoted = escaped = started = False
-    for char in line:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = started = True
-        elif char == '"':
-            quoted = not quoted
-            started = True
-        elif char.isspace() and not quoted:
-            if started:
-                out.append("".join(current))
-                current, started = [], False
-        else:
-            current.append(char)
-            started = True
-    if quoted or escaped:
+    if _TOKEN.sub("", line).strip():
         raise IptablesTraceError(f"unterminated quote in {line!r}")
-    if started:
-        out.append("".join(current))
-    return out
+    return [_UNQUOTE.sub(_unquote, token) for token in _TOKEN.findall(line)]
+
+
+#: A token: runs of quoted strings, escaped characters and other non-space characters.
+_TOKEN = re.compile(r'(?:"(?:\\.|[^"\\])*"|\\.|[^\s"\\])+')
+_UNQUOTE = re.compile(r'\\(.)|"')
+
+
+def _unquote(match: re.Match[str]) -> str:
+    return match.group(1) or ""
 
 
 # --- the walk -----------------------------------------------------------------------------
