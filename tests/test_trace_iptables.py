@@ -245,6 +245,26 @@ def test_internal_local_policy() -> None:
     assert "has no local endpoints" in result.rules[-1]
 
 
+def test_each_family_judges_its_own_endpoints() -> None:
+    # Dual-stack, endpoints only in IPv6: IPv4 has none at all (REJECT), whatever the policy.
+    near = port("near", ("10.96.0.62", "fd00:96::62"), (ep(R6),), internal_local=True)
+    web = port("web6", ("10.96.0.63", "fd00:96::63"), (ep(A6),))
+    v4, v6 = plan_of(near, web), plan_of(near, web, options=OPTIONS6)
+    assert go(v4, POD, "10.96.0.62").verdict is Verdict.REJECT
+    assert go(v4, POD, "10.96.0.63").verdict is Verdict.REJECT
+    assert go(v6, POD6, "fd00:96::62").verdict is Verdict.DROP  # usable, but not local
+    assert go(v6, POD6, "fd00:96::63").endpoints == (f"[{A6}]:8080",)
+
+
+def test_serving_terminating_endpoints_count_as_usable() -> None:
+    leaving = replace(ep(A, local=True), ready=False, serving=True, terminating=True)
+    near = replace(
+        port("near", "10.96.0.64", (leaving,), internal_local=True),
+        cluster_endpoints=(),
+    )
+    assert go(plan_of(near), POD, "10.96.0.64").endpoints == (f"{A}:8080",)
+
+
 def test_load_balancer_source_ranges() -> None:
     lb = port(
         "lb",

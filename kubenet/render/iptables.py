@@ -331,9 +331,14 @@ def service_rules(port: ServicePort, ctx: RuleContext) -> ServiceRules:
     ips: dict[str, str] = {}
     cluster_eps = _addresses(port.cluster_endpoints, ips) if uses_cluster else []
     local_eps = _addresses(port.local_endpoints, ips) if uses_local else []
-    # Upstream derives "has endpoints" from the cluster endpoints whenever it has them;
-    # requiring them here keeps every jump pointing at a chain that exists.
-    has_endpoints = port.has_any_endpoints and (bool(cluster_eps) or not uses_cluster)
+    # "Has endpoints" as upstream's per-family proxier sees it: the cluster endpoints
+    # whenever they are used (which also keeps every jump on a chain that exists),
+    # else any usable endpoint of this family. The map's has_any_endpoints counts
+    # both families, so a dual-stack port would otherwise DROP where upstream REJECTs.
+    if uses_cluster:
+        has_endpoints = bool(cluster_eps)
+    else:
+        has_endpoints = any(e.ready or (e.serving and e.terminating) for e in port.endpoints)
 
     internal_chain = cluster_chain
     has_internal = has_endpoints
