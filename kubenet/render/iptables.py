@@ -56,9 +56,6 @@ KUBE_PROXY_FIREWALL = "KUBE-PROXY-FIREWALL"
 #: kubelet's anti-martian chain, which kube-proxy duplicates for IPv4.
 KUBE_FIREWALL = "KUBE-FIREWALL"
 
-#: Prefixes of the per-service-port chains; a chain with one of these is ours to delete.
-SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")
-
 #: Above this many endpoints upstream drops the per-endpoint comments, which makes
 #: the restore input up to 40% smaller ("large cluster mode").
 LARGE_CLUSTER_ENDPOINTS = 1000
@@ -111,7 +108,7 @@ class IptablesPlan:
         Still valid ``iptables-restore`` input, since ``#`` lines are comments there.
         """
         tool = "iptables" if self.family is IPFamily.IPV4 else "ip6tables"
-        head = [f"# Base-chain jumps, ensured with `{tool} -C` / `{tool} -I` before the restore:"]
+        head = [f"# Base-chain jumps, ensured with `{tool} -C` / `{tool} -I` after the restore:"]
         head.extend(f"# {jump}" for jump in self.jumps)
         return "\n".join(head) + "\n" + self.restore
 
