@@ -12,7 +12,10 @@ ACCEPT unless the restore text declares another.
 Where the kernel's choice is random or depends on state the packet does not carry,
 every outcome is explored: ``-m statistic`` both matches and does not, and ``-m
 recent --rcheck`` both finds an affinity entry and does not. The result therefore
-lists every endpoint the packet may reach.
+lists every endpoint the packet may reach; its verdict is the most permissive one
+any branch reaches (DNAT, then ACCEPT, REJECT, DROP), ``masquerade`` says whether
+such a branch hit MASQUERADE or carried the masquerade mark, and ``rules`` lists
+every rule any branch hit, once, in the order first hit.
 
 Packets are the first of their connection: conntrack state NEW, plus DNAT once a
 DNAT rule rewrote them. A packet with no input interface arrived on one no rule
@@ -38,11 +41,11 @@ from kubenet.trace import Packet, TraceResult, Verdict
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+#: The tables the walk passes, with their built-in chains. Rules in any other table
+#: (mangle, raw, ...) would go unseen, so such text is refused.
 _BUILTIN_CHAINS = {
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
-    "raw": ("PREROUTING", "OUTPUT"),
 }
 #: How deep user-chain jumps may nest before the tracer assumes a loop.
 _MAX_DEPTH = 64
@@ -165,7 +168,7 @@ class _Ruleset:
                     raise IptablesTraceError(f"{where}: table started before COMMIT")
                 table = text[1:]
                 if table not in _BUILTIN_CHAINS:
-                    raise IptablesTraceError(f"{where}: unknown table")
+                    raise IptablesTraceError(f"{where}: the tracer walks only filter and nat")
                 chains = {}
                 for chain in _BUILTIN_CHAINS[table]:
                     chains[chain] = raw.setdefault((table, chain), [])
