@@ -708,7 +708,9 @@ def _read_endpoints(
                 )
             # Upstream uses only the first address (the API allows exactly one today).
             text = addresses[0]
-            ip = addrs[text] if type(text) is str else None
+            # Most endpoint addresses are canonical dotted quads seen once: recognise
+            # those without parsing or caching.
+            ip = (text if _DOTTED_QUAD(text) else addrs[text]) if type(text) is str else None
             if ip is None:
                 raise _Invalid(
                     f"endpoints[{i}].addresses[0] {_show(text)} is not a valid IP address"
