@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -244,19 +245,22 @@ def test_viewer_and_bad_credentials(apiserver: ThreadedApiServer, tmp_path: Path
     assert "error: You must be logged in to the server" in refused.stderr
 
 
-def test_port_forward_explains_that_only_websocket_clients_are_served(
-    apiserver: ThreadedApiServer, tmp_path: Path
+def test_port_forward_to_the_port_the_test_names(
+    apiserver: ThreadedApiServer, tmp_path: Path, echo_backend: int
 ) -> None:
     kubectl = Kubectl(apiserver, "kubenet-token", tmp_path / "cache")
     kubectl(
         "apply",
         "-f",
         "-",
-        stdin="""\
+        stdin=f"""\
 apiVersion: v1
 kind: Pod
-metadata: {name: pf, namespace: default}
-spec: {containers: [{name: app, image: app:1}]}
+metadata:
+  name: pf
+  namespace: default
+  annotations: {{kubenet.dev/port-forward: "8080=127.0.0.1:{echo_backend}"}}
+spec: {{containers: [{{name: app, image: app:1}}]}}
 """,
     )
     # No kubelet runs here: mark the pod Running through the status subresource.
@@ -269,6 +273,49 @@ spec: {containers: [{name: app, image: app:1}]}
         "-p",
         '{"status":{"phase":"Running"}}',
     )
-    done = kubectl("port-forward", "pf", "0:8080", check=False, timeout=20)
-    assert done.returncode != 0
-    assert "SPDY is not supported by this test server for portforward" in done.stderr
+    forward = kubectl.popen("port-forward", "pf", ":8080")
+    try:
+        assert forward.stdout is not None
+        first = forward.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8080"
+        local = int(first.split("->")[0].rsplit(":", 1)[1])
+        for text in (b"one\n", b"two\n"):  # two connections over one session
+            with socket.create_connection(("127.0.0.1", local), timeout=5) as conn:
+                conn.sendall(text)
+                assert conn.recv(100) == text.upper()
+    finally:
+        forward.kill()
+        forward.wait()
+    missing = kubectl.popen("port-forward", "pf", ":9999")
+    try:
+        assert missing.stdout is not None and missing.stderr is not None
+        local = int(missing.stdout.readline().split("->")[0].rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", local), timeout=5) as conn:
+            conn.sendall(b"x")
+            assert conn.recv(100) == b""
+        assert missing.wait(10) == 1
+        assert "no port-forward target configured for default/pf:9999" in missing.stderr.read()
+    finally:
+        missing.kill()
+        missing.wait()
+
+
+@pytest.fixture
+def echo_backend() -> Iterator[int]:
+    """A TCP server on loopback that answers with the upper-case copy of what it reads."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(1024):
+                    conn.sendall(data.upper())
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield listener.getsockname()[1]
+    listener.close()

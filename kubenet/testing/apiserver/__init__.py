@@ -11,7 +11,8 @@ It speaks the API faithfully enough for the ``kubernetes`` Python client and
 ``kubectl`` (get, watch, apply, patch, delete, exec, ``get --raw`` through the
 service proxy): discovery, Status errors, resource versions and 410 Gone,
 bookmarks, pagination, selectors, JSON / merge / strategic merge patches, the
-service proxy, exec and port-forward over WebSocket, token and client-certificate
+service proxy, exec and port-forward (WebSocket, and kubectl's SPDY tunnel), token and
+client-certificate
 authentication over TLS.  See ``docs/apiserver.md`` for what is and is not
 supported.
 

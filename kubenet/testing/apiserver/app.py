@@ -21,7 +21,15 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from kubenet.testing.apiserver import discovery, errors, openapi, proxy, tables, upgrade
+from kubenet.testing.apiserver import (
+    discovery,
+    errors,
+    openapi,
+    portforward,
+    proxy,
+    tables,
+    upgrade,
+)
 from kubenet.testing.apiserver.api import APPLY_PATCH, PATCH_TYPES, Api, ListOptions
 from kubenet.testing.apiserver.auth import Attributes, Authenticator, User, authorize
 from kubenet.testing.apiserver.errors import ApiError
@@ -46,7 +54,7 @@ class Context:
     kinds: Kinds
     authenticator: Authenticator
     watch: WatchSettings
-    forward: upgrade.ForwardPolicy
+    forward: portforward.ForwardPolicy
     version: str
     max_body: int
     server_address: str = ""
@@ -302,7 +310,7 @@ class Handler:
                         f"cannot exec into a container in a completed pod; current phase is {phase}"
                     )
                 return await upgrade.serve_exec(request, pod)
-            return await upgrade.serve_portforward(request, pod, self.ctx.forward)
+            return await portforward.serve(request, pod, self.ctx.forward)
         if rtype is NAMESPACES and sub == "finalize" and info.verb == "update":
             body = await self._decode(request, rtype)
             return self._object(request, rtype, api.update(rtype, "", info.name, body))

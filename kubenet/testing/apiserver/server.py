@@ -37,9 +37,9 @@ from kubenet.testing.apiserver.auth import (
     load_token_file,
 )
 from kubenet.testing.apiserver.certs import CertificateAuthority, KeyPair
+from kubenet.testing.apiserver.portforward import ForwardPolicy
 from kubenet.testing.apiserver.resources import ENDPOINTSLICES, NAMESPACES, SERVICES, Kinds
 from kubenet.testing.apiserver.store import DEFAULT_HISTORY, Store
-from kubenet.testing.apiserver.upgrade import ForwardPolicy
 from kubenet.testing.apiserver.watch import WatchSettings
 
 T = TypeVar("T")

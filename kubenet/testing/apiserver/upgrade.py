@@ -1,4 +1,4 @@
-"""``pods/exec`` and ``pods/portforward`` over the WebSocket channel protocol.
+"""``pods/exec`` over the WebSocket channel protocol, and the framing port-forward shares.
 
 The protocol (``k8s.io/apimachinery/pkg/util/httpstream/wsstream``): every binary
 message starts with one byte naming a channel; for exec, 0 is stdin, 1 stdout,
@@ -15,13 +15,7 @@ then base64 data.  As the kubelet does, the server first sends an empty message 
 the lowest output channel, then streams, then writes the error channel and closes
 the socket normally.
 
-Port-forward (``portforward.k8s.io`` / ``v4.channel.k8s.io``) uses channel ``2*i`` for
-the data and ``2*i+1`` for errors of the *i*-th requested port; each channel first
-carries its port as a little-endian uint16.  Where a port leads is configured, never
-guessed: see :func:`forward_target`.  kubectl's port-forward tunnels SPDY inside a
-WebSocket (``SPDY/3.1+portforward.k8s.io``) or falls back to SPDY; neither is spoken
-here, so ``kubectl port-forward`` gets a clear error and WebSocket clients (the
-Python client's ``portforward``) work.
+Port-forward lives in :mod:`~kubenet.testing.apiserver.portforward`.
 """
 
 from __future__ import annotations
@@ -29,11 +23,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ipaddress
 import json
-import struct
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -54,16 +45,6 @@ EXEC_PROTOCOLS = (
     "v4.base64.channel.k8s.io",
     "base64.channel.k8s.io",
 )
-PORTFORWARD_PROTOCOLS = (
-    "portforward.k8s.io",
-    "v4.channel.k8s.io",
-    "channel.k8s.io",
-    "v4.base64.channel.k8s.io",
-    "base64.channel.k8s.io",
-)
-
-#: Pod annotation naming port-forward targets: ``"8080=127.0.0.1:18080,53=[::1]:1053"``.
-FORWARD_ANNOTATION = "kubenet.dev/port-forward"
 
 
 def requested_protocols(request: web.Request) -> list[str]:
@@ -75,12 +56,15 @@ def check_upgrade(request: web.Request, supported: tuple[str, ...]) -> None:
     """Refuse what cannot be served before upgrading, so clients can fall back or report."""
     upgrade = request.headers.get("Upgrade", "").lower()
     asked = requested_protocols(request)
-    spdy = upgrade.startswith("spdy") or any(p.startswith("SPDY/") for p in asked)
-    if spdy or upgrade != "websocket":
-        what = "SPDY" if spdy else request.headers.get("Upgrade") or "a plain HTTP request"
+    if upgrade != "websocket":
+        what = (
+            "SPDY"
+            if upgrade.startswith("spdy")
+            else request.headers.get("Upgrade") or ("a plain HTTP request")
+        )
         raise errors.bad_request(
             f"{what} is not supported by this test server for {request.path.rsplit('/', 1)[-1]}; "
-            f"it speaks the WebSocket channel protocols {list(supported)}"
+            f"it speaks the WebSocket protocols {list(supported)}"
         )
     if asked and not any(p in supported for p in asked):
         raise errors.bad_request(
@@ -236,136 +220,4 @@ async def serve_exec(request: web.Request, pod: JsonObject) -> web.WebSocketResp
     reader.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await reader
-    return ws
-
-
-# --- port-forward -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ForwardPolicy:
-    """Where port-forwarded connections may go.
-
-    ``targets`` maps ``"namespace/pod:port"`` to ``(host, port)`` and is set by whoever
-    starts the server (tests).  The pod annotation :data:`FORWARD_ANNOTATION` may name
-    targets too, but only loopback ones unless ``annotation_any_host`` is set, so a
-    client allowed to create pods cannot make the server connect anywhere else.
-    """
-
-    targets: Mapping[str, tuple[str, int]]
-    annotation_any_host: bool = False
-
-
-def parse_forward_annotation(value: str) -> dict[int, tuple[str, int]]:
-    out: dict[int, tuple[str, int]] = {}
-    for item in value.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        port_text, _, target = item.partition("=")
-        host, _, target_port = target.rpartition(":")
-        host = host.strip("[]")
-        out[int(port_text)] = (host, int(target_port))
-    return out
-
-
-def forward_target(pod: JsonObject, port: int, policy: ForwardPolicy) -> tuple[str, int]:
-    """The address a forwarded ``port`` of ``pod`` connects to, or ValueError."""
-    meta = pod["metadata"]
-    key = f"{meta.get('namespace', '')}/{meta['name']}:{port}"
-    if key in policy.targets:
-        return policy.targets[key]
-    annotation = (meta.get("annotations") or {}).get(FORWARD_ANNOTATION)
-    if annotation:
-        try:
-            targets = parse_forward_annotation(annotation)
-        except ValueError:
-            raise ValueError(
-                f"annotation {FORWARD_ANNOTATION} is malformed: {annotation!r}"
-            ) from None
-        if port in targets:
-            host, target_port = targets[port]
-            if not policy.annotation_any_host and not ipaddress.ip_address(host).is_loopback:
-                raise ValueError(f"annotation target {host} is not a loopback address")
-            return host, target_port
-    raise ValueError(
-        f"no port-forward target configured for {key} (set the {FORWARD_ANNOTATION} annotation "
-        "or the server's port_forward option)"
-    )
-
-
-def parse_ports(request: web.Request) -> list[int]:
-    raw = request.query.getall("ports", []) + request.query.getall("port", [])
-    if not raw:
-        raise errors.bad_request('query parameter "port" is required')
-    ports: list[int] = []
-    for text in raw:
-        for part in text.split(","):
-            try:
-                port = int(part)
-            except ValueError:
-                raise errors.bad_request(f'unable to parse "{part}" as a port') from None
-            if not 0 < port < 65536:
-                raise errors.bad_request(f'port "{part}" must be > 0')
-            ports.append(port)
-    return ports
-
-
-async def serve_portforward(
-    request: web.Request, pod: JsonObject, policy: ForwardPolicy
-) -> web.WebSocketResponse:
-    check_upgrade(request, PORTFORWARD_PROTOCOLS)
-    ports = parse_ports(request)
-    ws = web.WebSocketResponse(protocols=PORTFORWARD_PROTOCOLS, autoping=True, heartbeat=None)
-    await ws.prepare(request)
-    channels = Channels(ws, ws.ws_protocol or "channel.k8s.io")
-    writers: dict[int, asyncio.StreamWriter] = {}
-    tasks: list[asyncio.Task[None]] = []
-    name = pod["metadata"]["name"]
-
-    async def upstream(index: int, port: int) -> None:
-        data_ch, err_ch = 2 * index, 2 * index + 1
-        prefix = struct.pack("<H", port)
-        # Connect before announcing the port, so nothing the client sends is lost.
-        try:
-            host, target_port = forward_target(pod, port, policy)
-            reader, writer = await asyncio.open_connection(host, target_port)
-        except (ValueError, OSError) as err:
-            await channels.send(data_ch, prefix)
-            await channels.send(err_ch, prefix)
-            await channels.send(
-                err_ch, f"error forwarding port {port} to pod {name}: {err}".encode()
-            )
-            return
-        writers[data_ch] = writer
-        await channels.send(data_ch, prefix)
-        await channels.send(err_ch, prefix)
-        try:
-            while chunk := await reader.read(65536):
-                await channels.send(data_ch, chunk)
-        except OSError:
-            pass
-        finally:
-            writers.pop(data_ch, None)
-            writer.close()
-
-    for i, port in enumerate(ports):
-        tasks.append(asyncio.create_task(upstream(i, port)))
-
-    async def downstream() -> None:
-        async for channel, data in channels.frames():
-            writer = writers.get(channel)
-            if writer is not None and data:
-                writer.write(data)
-                await writer.drain()
-        # The client went away: end every forwarded connection.
-        for writer in list(writers.values()):
-            writer.close()
-
-    reader_task = asyncio.create_task(downstream())
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await ws.close()
-    reader_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await reader_task
     return ws
