@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -112,6 +113,15 @@ def test_missing_or_bad_credentials_are_401(apiserver: ThreadedApiServer) -> Non
         assert (code, body) == (401, UNAUTHORIZED)
     code, _ = Http(apiserver, token="").json("GET", "/version")
     assert code == 401, "anonymous is off by default, even for /version"
+
+
+def test_recent_requests_record_method_path_and_user(apiserver: ThreadedApiServer) -> None:
+    Http(apiserver).json("GET", "/api/v1/namespaces?limit=1")
+    Http(apiserver, token=apiserver.server.viewer_token).json("GET", "/version")
+    assert apiserver.recent_requests()[-2:] == [
+        ("GET", "/api/v1/namespaces?limit=1", "kubenet-admin"),
+        ("GET", "/version", "kubenet-viewer"),
+    ]
 
 
 def test_viewer_reads_but_may_not_write(apiserver: ThreadedApiServer) -> None:
@@ -525,3 +535,38 @@ def test_a_client_certificate_from_another_ca_is_refused(
     with pytest.raises(urllib3.exceptions.HTTPError):
         pool.request("GET", apiserver.url + "/api/v1/namespaces")
     assert Http(apiserver).json("GET", "/version")[0] == 200
+
+
+def test_service_proxy_errors_and_redirect(http: Http) -> None:
+    svc = {"metadata": {"name": "lonely"}, "spec": {"ports": [{"name": "http", "port": 80}]}}
+    http.json("POST", f"{NS}/services", svc)
+    code, status = http.json("GET", f"{NS}/services/lonely:http/proxy/")
+    assert (code, status["reason"], status["message"]) == (
+        503,
+        "ServiceUnavailable",
+        'no endpoints available for service "lonely:http"',
+    )
+    code, status = http.json("GET", f"{NS}/services/ghost/proxy/")
+    assert (code, status["message"]) == (404, 'services "ghost" not found')
+    code, status = http.json("GET", f"{NS}/services/a:b:c:d/proxy/")
+    assert (code, status["message"]) == (400, 'invalid service request "a:b:c:d"')
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+    port = closed.getsockname()[1]
+    eps = {
+        "metadata": {"name": "lonely-1", "labels": {"kubernetes.io/service-name": "lonely"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port}],
+        "endpoints": [{"addresses": ["127.0.0.1"]}],
+    }
+    assert (
+        http.json("POST", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", eps)[0]
+        == 201
+    )
+    resp = http.request("GET", f"{NS}/services/lonely:http/proxy")
+    assert resp.status == 301
+    assert resp.headers["Location"].endswith(f"{NS}/services/lonely:http/proxy/")
+    code, status = http.json("GET", f"{NS}/services/lonely:http/proxy/")
+    assert (code, status["reason"]) == (503, "ServiceUnavailable")
+    assert status["message"].startswith(f"error trying to reach service: dial tcp 127.0.0.1:{port}")
+    closed.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,9 +60,9 @@ class Context:
     max_body: int
     server_address: str = ""
     session: aiohttp.ClientSession | None = None
-    #: Requests seen, for tests and debugging (method, path, user).
-    audit: list[tuple[str, str, str]] = field(default_factory=list)
-    audit_limit: int = 1000
+    #: The most recent requests as (method, path with query, user name): lets a test
+    #: check what a client or proxy really sent, and as whom.
+    recent: deque[tuple[str, str, str]] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class Handler:
             return status_response(err)
         except web.HTTPRequestEntityTooLarge:
             return status_response(errors.too_large(self.ctx.max_body))
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError, web.HTTPRedirection):
             raise
         except Exception as err:  # keep serving whatever one request did
             log.exception("request %s %s failed", request.method, request.path)
@@ -143,8 +144,7 @@ class Handler:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         user = self._user(request)
         info = parse(request.method, request.path, request.query)
-        if len(self.ctx.audit) < self.ctx.audit_limit:
-            self.ctx.audit.append((request.method, request.path_qs, user.name))
+        self.ctx.recent.append((request.method, request.path_qs, user.name))
         authorize(
             user,
             Attributes(

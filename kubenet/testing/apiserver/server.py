@@ -311,6 +311,10 @@ class ThreadedApiServer:
     def admin_token(self) -> str:
         return self.server.admin_token
 
+    def recent_requests(self) -> list[tuple[str, str, str]]:
+        """The last requests served, oldest first: (method, path with query, user)."""
+        return self.call(lambda: list(self.server.context.recent))
+
     def load(self, objects: list[dict[str, Any]]) -> None:
         """Store objects as fixtures (see :meth:`Api.load`)."""
         self.call(lambda: self.server.api.load(objects))
