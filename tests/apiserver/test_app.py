@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from kubenet.testing.apiserver.resources import CONFIGMAPS
+from kubenet.testing.apiserver.resources import CONFIGMAPS, RESOURCES, ResourceType
 from kubenet.testing.apiserver.server import ThreadedApiServer, running_apiserver
 
 from .helpers import Http
@@ -570,3 +570,15 @@ def test_service_proxy_errors_and_redirect(http: Http) -> None:
     assert (code, status["reason"]) == (503, "ServiceUnavailable")
     assert status["message"].startswith(f"error trying to reach service: dial tcp 127.0.0.1:{port}")
     closed.close()
+
+
+def test_adding_a_kind_is_one_resource_type() -> None:
+    secrets = ResourceType("", "v1", "Secret", "secrets", namespaced=True)
+    with running_apiserver(resources=(*RESOURCES, secrets)) as server:
+        http = Http(server)
+        body = {"metadata": {"name": "s"}, "type": "Opaque", "data": {"k": "dg=="}}
+        assert http.json("POST", f"{NS}/secrets", body)[0] == 201
+        _, listed = http.json("GET", f"{NS}/secrets?fieldSelector=metadata.name%3Ds")
+        assert listed["kind"] == "SecretList" and listed["items"][0]["data"] == {"k": "dg=="}
+        _, core = http.json("GET", "/api/v1")
+        assert "secrets" in {r["name"] for r in core["resources"]}

@@ -38,7 +38,14 @@ from kubenet.testing.apiserver.auth import (
 )
 from kubenet.testing.apiserver.certs import CertificateAuthority, KeyPair
 from kubenet.testing.apiserver.portforward import ForwardPolicy
-from kubenet.testing.apiserver.resources import ENDPOINTSLICES, NAMESPACES, SERVICES, Kinds
+from kubenet.testing.apiserver.resources import (
+    ENDPOINTSLICES,
+    NAMESPACES,
+    RESOURCES,
+    SERVICES,
+    Kinds,
+    ResourceType,
+)
 from kubenet.testing.apiserver.store import DEFAULT_HISTORY, Store
 from kubenet.testing.apiserver.watch import WatchSettings
 
@@ -75,6 +82,8 @@ class ServerConfig:
     port_forward: Mapping[str, tuple[str, int]] = field(default_factory=dict)
     #: Manifest files or folders to load at start (status kept, see Api.load).
     manifests: tuple[Path, ...] = ()
+    #: The kinds served; add a ResourceType to serve another kind.
+    resources: tuple[ResourceType, ...] = RESOURCES
     #: Where certificates, tokens and the kubeconfig go (a temporary folder if None).
     state_dir: Path | None = None
     kubeconfig_path: Path | None = None
@@ -85,7 +94,7 @@ class ApiServer:
 
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = config or ServerConfig()
-        self.kinds = Kinds()
+        self.kinds = Kinds(self.config.resources)
         self.store = Store(self.kinds.resources, self.config.history)
         self.api = Api(
             self.store,
