@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kubenet.testing.apiserver.pytest_fixtures import apiserver, kube_api
+from kubenet.testing.apiserver.pytest_fixtures import apiserver, examples_apiserver, kube_api
 
-__all__ = ["apiserver", "kube_api"]
+__all__ = ["apiserver", "examples_apiserver", "kube_api"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

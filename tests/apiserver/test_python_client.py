@@ -12,7 +12,8 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import portforward, stream
 
-from kubenet.testing.apiserver.pytest_fixtures import api_client
+from kubenet.testing.apiserver import manifests
+from kubenet.testing.apiserver.pytest_fixtures import api_client, examples_dir
 from kubenet.testing.apiserver.server import ServerConfig, ThreadedApiServer, running_apiserver
 
 
@@ -266,3 +267,29 @@ def test_port_forward_without_a_target_reports_an_error(kube_api: Any) -> None:
     sock.settimeout(5)
     assert sock.recv(1024) == b""
     assert "no port-forward target configured for default/p:9999" in (pf.error(9999) or "")
+
+
+def test_examples_preload_as_fixtures(examples_apiserver: ThreadedApiServer) -> None:
+    api = api_client(examples_apiserver)
+    core, disc = client.CoreV1Api(api), client.DiscoveryV1Api(api)
+    services = core.list_service_for_all_namespaces().items
+    slices = disc.list_endpoint_slice_for_all_namespaces().items
+    names = {s.metadata.name for s in services}
+    assert "kubernetes" in names and len(names) > 1
+    with_selector = [s for s in services if s.spec.selector]
+    assert with_selector, "the examples have Services with selectors"
+    owners = {s.metadata.labels.get("kubernetes.io/service-name") for s in slices}
+    assert owners <= names, "every EndpointSlice belongs to a Service"
+    folder = examples_dir()
+    assert folder is not None
+    declared = {
+        (o["metadata"].get("namespace", "default"), o["metadata"]["name"]): o["status"]["phase"]
+        for o in manifests.load([folder])
+        if o["kind"] == "Pod" and (o.get("status") or {}).get("phase")
+    }
+    served = {
+        (p.metadata.namespace, p.metadata.name): p.status.phase
+        for p in core.list_pod_for_all_namespaces().items
+    }
+    assert {k: served.get(k) for k in declared} == declared, "preloaded pods keep their status"
+    api.close()

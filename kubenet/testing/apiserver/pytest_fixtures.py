@@ -5,13 +5,17 @@ Use them from a ``conftest.py``::
     from kubenet.testing.apiserver.pytest_fixtures import apiserver, kube_api  # noqa: F401
 
 ``apiserver`` runs a fresh server per test on a free loopback port (TLS, tokens,
-client certificates, 1 s bookmarks) and stops it afterwards; ``kube_api`` is a
-``kubernetes.client.ApiClient`` for it, authenticated with the admin token.
+client certificates, 1 s bookmarks) and stops it afterwards; ``examples_apiserver``
+is the same with the repository's ``examples/`` preloaded (skipped where the folder
+is absent); ``kube_api`` is a ``kubernetes.client.ApiClient`` for ``apiserver``,
+authenticated with the admin token.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -26,6 +30,22 @@ TEST_CONFIG = ServerConfig(bookmark_interval=1.0)
 def apiserver() -> Iterator[ThreadedApiServer]:
     """A running server, stopped when the test ends."""
     with running_apiserver(TEST_CONFIG) as server:
+        yield server
+
+
+def examples_dir() -> Path | None:
+    """The repository's ``examples/`` folder, when running from a checkout."""
+    folder = Path(__file__).resolve().parents[3] / "examples"
+    return folder if folder.is_dir() and any(folder.glob("*.yaml")) else None
+
+
+@pytest.fixture
+def examples_apiserver() -> Iterator[ThreadedApiServer]:
+    """A running server with ``examples/`` preloaded (status kept, as fixtures)."""
+    folder = examples_dir()
+    if folder is None:
+        pytest.skip("no examples/ folder next to the kubenet package")
+    with running_apiserver(replace(TEST_CONFIG, manifests=(folder,))) as server:
         yield server
 
 
