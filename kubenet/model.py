@@ -175,11 +175,13 @@ class ServicePort:
 
     @property
     def externally_accessible(self) -> bool:
-        """Has a NodePort, an external IP or a load-balancer IP (upstream's definition)."""
+        """Has a NodePort, an external IP or a VIP-mode load-balancer IP (upstream's definition)."""
+        # Proxy-mode load-balancer IPs are the load balancer's business, not the node's
+        # (KEP-1860), so upstream does not count them.
         return (
             self.node_port is not None
             or bool(self.external_ips)
-            or bool(self.load_balancer_ingress)
+            or any(i.ip_mode is IPMode.VIP for i in self.load_balancer_ingress)
         )
 
     @property
@@ -201,8 +203,16 @@ class ServicePort:
         """This port with only the addresses and endpoints of one family.
 
         A dual-stack Service is programmed once per family; each family's renderer
-        works on this single-family view.
+        works on this single-family view. ``has_any_endpoints`` is judged again for
+        the family, as upstream's per-family proxier would. A port that is already of
+        one family is returned as it is: renderers call this for every port of a
+        large map, and the check costs less than the copy.
         """
+        v6 = family is IPFamily.IPV6
+        if all((":" in a) == v6 for a in self._addresses()) and all(
+            (":" in e.ip) == v6 for e in self.endpoints
+        ):
+            return self
 
         def keep(ips: tuple[str, ...]) -> tuple[str, ...]:
             return tuple(ip for ip in ips if IPFamily.of(ip) is family)
@@ -210,6 +220,7 @@ class ServicePort:
         def keep_eps(eps: tuple[Endpoint, ...]) -> tuple[Endpoint, ...]:
             return tuple(ep for ep in eps if ep.family is family)
 
+        endpoints = keep_eps(self.endpoints)
         return ServicePort(
             name=self.name,
             cluster_ips=keep(self.cluster_ips),
@@ -224,10 +235,19 @@ class ServicePort:
             external_policy=self.external_policy,
             internal_policy=self.internal_policy,
             health_check_node_port=self.health_check_node_port,
-            endpoints=keep_eps(self.endpoints),
+            endpoints=endpoints,
             cluster_endpoints=keep_eps(self.cluster_endpoints),
             local_endpoints=keep_eps(self.local_endpoints),
-            has_any_endpoints=self.has_any_endpoints,
+            has_any_endpoints=any(e.ready or (e.serving and e.terminating) for e in endpoints),
+        )
+
+    def _addresses(self) -> tuple[str, ...]:
+        """Every address and CIDR of the port itself (not its endpoints)."""
+        return (
+            *self.cluster_ips,
+            *self.external_ips,
+            *(i.ip for i in self.load_balancer_ingress),
+            *self.load_balancer_source_ranges,
         )
 
 
