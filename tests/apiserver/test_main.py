@@ -110,3 +110,16 @@ def test_options_map_to_the_server_config() -> None:
 def test_bad_port_forward_option_is_a_usage_error() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--port-forward", "nonsense"])
+
+
+def test_a_manifest_the_server_refuses_is_a_clean_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Service\nmetadata: {name: Bad_Name}\nspec: {}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "kubenet.testing.apiserver", "--load", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith('error: 422 Invalid: Service "Bad_Name" is invalid')

@@ -16,6 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
+from kubenet.testing.apiserver.errors import ApiError
 from kubenet.testing.apiserver.server import ApiServer, ServerConfig
 
 
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_args(argv)
     try:
         asyncio.run(serve(config))
-    except OSError as err:
+    except (OSError, ValueError, ApiError) as err:
+        # A port in use, an unreadable manifest or one the server refuses.
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
