@@ -84,6 +84,17 @@ def test_openapi_v3_advertises_field_validation_on_patch(http: Http) -> None:
     assert "fieldValidation" in [p["name"] for p in patch["parameters"]]
 
 
+def test_methods_no_route_serves_are_405(http: Http) -> None:
+    for method, path in (
+        ("POST", f"{NS}/configmaps/x"),
+        ("PUT", f"{NS}/configmaps"),
+        ("PATCH", f"{NS}/configmaps"),
+        ("POST", "/version"),
+    ):
+        code, status = http.json(method, path, {"metadata": {"name": "x"}})
+        assert (code, status["reason"]) == (405, "MethodNotAllowed"), (method, path)
+
+
 def test_unknown_paths_are_404_status(http: Http) -> None:
     for path in ("/nope", "/api/v1/widgets", "/apis/apps/v1", "/api/v1/namespaces/default/nodes"):
         code, status = http.json("GET", path)

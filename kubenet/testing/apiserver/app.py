@@ -176,12 +176,7 @@ class Handler:
     async def _non_resource(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
         path = info.path.rstrip("/") or "/"
         if request.method not in ("GET", "HEAD"):
-            raise errors.ApiError(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
-                {},
-            )
+            raise errors.method_not_allowed()
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok", content_type="text/plain")
         kinds = self.ctx.kinds
@@ -225,6 +220,8 @@ class Handler:
             and (info.name or verb in ("create", "deletecollection"))
         ):
             raise errors.unknown_path()
+        if (verb == "create" and info.name) or (verb in ("update", "patch") and not info.name):
+            raise errors.method_not_allowed()
         dry_run = self._dry_run(request)
         if verb == "get":
             return self._object(request, rtype, api.get(rtype, namespace, info.name))

@@ -146,6 +146,16 @@ def method_not_supported(group: str, resource: str, action: str) -> ApiError:
     return ApiError(405, "MethodNotAllowed", message, _details(group, resource, ""))
 
 
+def method_not_allowed() -> ApiError:
+    """A method no route serves on this path (POST to an object, PUT to a collection)."""
+    return ApiError(
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+        {},
+    )
+
+
 def not_acceptable(message: str) -> ApiError:
     return ApiError(406, "NotAcceptable", message)
 
