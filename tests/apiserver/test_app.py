@@ -135,6 +135,25 @@ def test_recent_requests_record_method_path_and_user(apiserver: ThreadedApiServe
     ]
 
 
+def test_impersonation(apiserver: ThreadedApiServer, http: Http) -> None:
+    as_jane = {"Impersonate-User": "jane"}
+    code, status = http.json("POST", f"{NS}/configmaps", configmap("x"), headers=as_jane)
+    assert code == 403 and status["message"].startswith(
+        'configmaps is forbidden: User "jane" cannot create resource "configmaps"'
+    )
+    as_viewer_group = {"Impersonate-User": "jane", "Impersonate-Group": "kubenet:viewers"}
+    assert http.json("GET", f"{NS}/configmaps", headers=as_viewer_group)[0] == 200
+    assert apiserver.recent_requests()[-1][2] == "jane"
+    viewer = Http(apiserver, token=apiserver.server.viewer_token)
+    code, status = viewer.json("GET", f"{NS}/configmaps", headers=as_jane)
+    assert code == 403 and status["message"] == (
+        'users "jane" is forbidden: User "kubenet-viewer" cannot impersonate resource "users" '
+        'in API group "" at the cluster scope'
+    )
+    code, _ = http.json("GET", f"{NS}/configmaps", headers={"Impersonate-Group": "x"})
+    assert code == 400
+
+
 def test_viewer_reads_but_may_not_write(apiserver: ThreadedApiServer) -> None:
     viewer = Http(apiserver, token=apiserver.server.viewer_token)
     assert viewer.json("GET", f"{NS}/services")[0] == 200

@@ -32,7 +32,13 @@ from kubenet.testing.apiserver import (
     upgrade,
 )
 from kubenet.testing.apiserver.api import APPLY_PATCH, PATCH_TYPES, Api, ListOptions
-from kubenet.testing.apiserver.auth import Attributes, Authenticator, User, authorize
+from kubenet.testing.apiserver.auth import (
+    Attributes,
+    Authenticator,
+    User,
+    authorize,
+    impersonate,
+)
 from kubenet.testing.apiserver.errors import ApiError
 from kubenet.testing.apiserver.requestinfo import RequestInfo, parse
 from kubenet.testing.apiserver.resources import NAMESPACES, PODS, SERVICES, Kinds, ResourceType
@@ -137,9 +143,10 @@ class Handler:
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
         if isinstance(ssl_object, ssl.SSLObject):
             peercert = ssl_object.getpeercert() or None
-        return self.ctx.authenticator.authenticate(
+        user = self.ctx.authenticator.authenticate(
             request.headers.get("Authorization", ""), peercert
         )
+        return impersonate(user, request.headers, request.headers.getall("Impersonate-Group", []))
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         user = self._user(request)
