@@ -278,11 +278,11 @@ def render(
     )
 
     out = ["*filter"]
-    out.extend(f":{chain} - [0:0]" for chain in filter_chains)
+    out.extend(_declarations(filter_chains))
     out.extend(filter_rules)
     out.append("COMMIT")
     out.append("*nat")
-    out.extend(f":{chain} - [0:0]" for chain in nat_chains)
+    out.extend(_declarations(nat_chains))
     out.extend(nat_rules)
     out.append("COMMIT")
     out.append("")
@@ -293,6 +293,17 @@ def render(
         jumps=_jumps(family),
         chains_by_service=tuple(chains_by_service),
     )
+
+
+def _declarations(chains: list[str]) -> list[str]:
+    """Chain declarations in reverse name order.
+
+    The order of declarations means nothing to the kernel, but iptables-nft (1.8.9)
+    with --noflush keeps its chain cache in name order and inserts from the head,
+    so hashed names declared in random order cost it O(chains^2): 9.3 s for 1k
+    Services instead of 2.9 s here. In reverse order every insert is at the head.
+    """
+    return [f":{chain} - [0:0]" for chain in sorted(chains, reverse=True)]
 
 
 def service_rules(port: ServicePort, ctx: RuleContext) -> ServiceRules:
