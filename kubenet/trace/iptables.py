@@ -14,7 +14,8 @@ every outcome is explored: ``-m statistic`` both matches and does not, and ``-m
 recent --rcheck`` both finds an affinity entry and does not. The result therefore
 lists every endpoint the packet may reach; its verdict is the most permissive one
 any branch reaches (DNAT, then ACCEPT, REJECT, DROP), ``masquerade`` says whether
-such a branch hit MASQUERADE or carried the masquerade mark, and ``rules`` lists
+such a branch hit MASQUERADE or carried the masquerade mark (never for a packet
+that is dropped or rejected, which nothing sends on), and ``rules`` lists
 every rule any branch hit, once, in the order first hit.
 
 Packets are the first of their connection: conntrack state NEW, plus DNAT once a
@@ -24,6 +25,21 @@ rather than being skipped, since a skipped match would make the trace lie. The
 restore text's structure is checked up front; a chain's rules are parsed (and
 checked) when the walk first enters the chain, so tracing one packet through a
 ruleset of 10,000 services does not parse the chains it never reaches.
+
+Two things live outside the restore text, and a :class:`Tracer` can be given both:
+
+* ipset contents, for ``-m set --match-set NAME FLAGS``: a membership function
+  (:data:`SetMembership`) that answers for one set, the match's ``src``/``dst``
+  flags and the packet's header. Without it, a set match is an error.
+* an IPVS table (:data:`VirtualServerLookup`), for the IPVS mode's helper rules.
+  IPVS hooks in after nat OUTPUT for locally generated packets and after filter
+  INPUT for arriving ones, and takes over packets for its virtual services: each
+  real server is a branch (rewritten like a DNAT), which then passes filter OUTPUT
+  and nat POSTROUTING, as the kernel re-sends IPVS's packets through LOCAL_OUT; a
+  virtual service without real servers answers ICMP port unreachable (REJECT).
+  ``-m ipvs`` then matches on the virtual service that took the packet. Packets
+  are routed, never bridged, so ``-m physdev --physdev-is-in`` (and ``-is-out``,
+  ``-is-bridged``) never match.
 """
 
 from __future__ import annotations
@@ -31,8 +47,8 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 
 from kubenet.model import IPFamily
 from kubenet.render.iptables import IptablesPlan
@@ -55,6 +71,39 @@ class IptablesTraceError(ValueError):
     """The plan holds something the tracer cannot evaluate faithfully."""
 
 
+@dataclass(frozen=True)
+class Header:
+    """The header fields a set lookup or an IPVS table sees (protocol in lower case)."""
+
+    src: _IPAddress
+    dst: _IPAddress
+    protocol: str
+    dport: int
+
+
+#: ``sets(name, flags, header)``: whether the packet is in set ``name`` when each
+#: dimension is read from the ``src`` or ``dst`` side as ``flags`` say. Raises
+#: KeyError for a set it does not know.
+SetMembership = Callable[[str, tuple[str, ...], Header], bool]
+
+
+@dataclass(frozen=True)
+class Interception:
+    """IPVS taking a packet for one of its virtual services.
+
+    ``service`` is how the trace lists the virtual service; ``destinations`` are its
+    real servers, each as (how the trace lists it, address, port).
+    """
+
+    service: str
+    destinations: tuple[tuple[str, _IPAddress, int], ...]
+
+
+#: The IPVS table: the interception for a packet's header, or None when no virtual
+#: service has its protocol, destination address and port.
+VirtualServerLookup = Callable[[Header], "Interception | None"]
+
+
 def trace(
     plan: IptablesPlan, packet: Packet, node_ips: tuple[str, ...] | None = None
 ) -> TraceResult:
@@ -68,11 +117,20 @@ class Tracer:
     Chains are parsed the first time a packet enters them and kept for later packets.
     """
 
-    def __init__(self, plan: IptablesPlan, node_ips: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        plan: IptablesPlan,
+        node_ips: tuple[str, ...] | None = None,
+        *,
+        sets: SetMembership | None = None,
+        ipvs: VirtualServerLookup | None = None,
+    ) -> None:
         self.family = plan.family
         ips = plan.options.node_ips if node_ips is None else node_ips
         local = frozenset(ipaddress.ip_address(ip) for ip in ips)
-        self._walker = _Walker(_Ruleset.parse(plan), local, plan.options.masquerade_mark)
+        self._walker = _Walker(
+            _Ruleset.parse(plan), local, plan.options.masquerade_mark, sets=sets, ipvs=ipvs
+        )
 
     def trace(self, packet: Packet) -> TraceResult:
         """Every way ``packet`` may go, folded into one result."""
@@ -115,6 +173,12 @@ class _Path:
     dnat: str | None = None
     masquerade: bool = False
     rules: tuple[_Rule, ...] = ()
+    #: The IPVS virtual service (address, protocol, port) that took the packet.
+    ipvs: tuple[_IPAddress, str, int] | None = None
+
+    @property
+    def header(self) -> Header:
+        return Header(self.src, self.dst, self.protocol, self.dport)
 
 
 @dataclass(frozen=True, eq=False)
@@ -338,6 +402,56 @@ class _ConntrackState(_Match):
         return bool(self.states & current)
 
 
+_SET_FLAGS = frozenset({"src", "dst"})
+#: ipset's limit on the dimensions of a set match.
+_MAX_SET_DIMENSIONS = 6
+
+
+@dataclass(frozen=True)
+class _SetMatch(_Match):
+    name: str
+    flags: tuple[str, ...]
+
+    def test(self, path: _Path, walker: _Walker) -> bool:
+        return walker.in_set(self.name, self.flags, path)
+
+
+@dataclass(frozen=True)
+class _Bridged(_Match):
+    """``-m physdev --physdev-is-in/-is-out/-is-bridged``: the tracer's packets are routed."""
+
+    def test(self, path: _Path, walker: _Walker) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class _Ipvs(_Match):
+    """``-m ipvs``, as xt_ipvs evaluates it: each option may be negated on its own.
+
+    Each option is (value, negated) or None when not given; ``ipvs`` is whether
+    ``--ipvs`` is negated, or None when not given.
+    """
+
+    ipvs: bool | None  # None: --ipvs not given; else whether it is negated
+    vaddr: tuple[_IPNetwork, bool] | None = None
+    vproto: tuple[str, bool] | None = None
+    vport: tuple[int, bool] | None = None
+
+    def test(self, path: _Path, walker: _Walker) -> bool:
+        others = (self.vaddr, self.vproto, self.vport)
+        if path.ipvs is None:
+            # Not IPVS traffic: only a lone "! --ipvs" holds.
+            return self.ipvs is True and others == (None, None, None)
+        if self.ipvs is True:
+            return False
+        vaddr, vproto, vport = path.ipvs
+        if self.vaddr is not None and (vaddr in self.vaddr[0]) == self.vaddr[1]:
+            return False
+        if self.vproto is not None and (vproto == self.vproto[0]) == self.vproto[1]:
+            return False
+        return self.vport is None or (vport == self.vport[0]) != self.vport[1]
+
+
 @dataclass(frozen=True)
 class _Target:
     """What a matching rule does; the base class covers the verdict targets."""
@@ -385,6 +499,9 @@ _MODULE_OPTIONS: dict[str, dict[str, int]] = {
     },
     "mark": {"--mark": 1},
     "conntrack": {"--ctstate": 1},
+    "set": {"--match-set": 2},
+    "physdev": {"--physdev-is-in": 0, "--physdev-is-out": 0, "--physdev-is-bridged": 0},
+    "ipvs": {"--ipvs": 0, "--vaddr": 1, "--vproto": 1, "--vport": 1},
 }
 _TARGET_OPTIONS: dict[str, dict[str, int]] = {
     "ACCEPT": {},
@@ -522,7 +639,40 @@ def _module_matches(module: _Module) -> list[_Match]:
         if not states <= _CT_STATES:
             raise IptablesTraceError(f"unknown conntrack state in {values[0]!r}")
         return [_ConntrackState(negate, states)]
+    if name == "set":
+        (set_name, flag_text), negate = opts["--match-set"]
+        flags = tuple(flag_text.split(","))
+        if not set(flags) <= _SET_FLAGS or len(flags) > _MAX_SET_DIMENSIONS:
+            raise IptablesTraceError(f"bad set match flags {flag_text!r}")
+        return [_SetMatch(negate, set_name, flags)]
+    if name == "physdev":
+        return [_Bridged(negate) for _, negate in opts.values()]
+    if name == "ipvs":
+        return [_ipvs_match(opts)]
     raise IptablesTraceError(f"unsupported match module {name!r}")
+
+
+def _ipvs_match(opts: dict[str, tuple[list[str], bool]]) -> _Ipvs:
+    if not opts:
+        raise IptablesTraceError("-m ipvs needs an option")
+    vaddr = vproto = vport = None
+    if "--vaddr" in opts:
+        values, negate = opts["--vaddr"]
+        vaddr = (ipaddress.ip_network(values[0], strict=False), negate)
+    if "--vproto" in opts:
+        values, negate = opts["--vproto"]
+        proto = _PROTOCOL_NUMBERS.get(values[0], values[0].lower())
+        if proto not in _PROTOCOL_NUMBERS.values():
+            raise IptablesTraceError(f"unsupported --vproto {values[0]!r}")
+        vproto = (proto, negate)
+    if "--vport" in opts:
+        values, negate = opts["--vport"]
+        vport = (int(values[0]), negate)
+    ipvs = opts["--ipvs"][1] if "--ipvs" in opts else None
+    return _Ipvs(False, ipvs, vaddr, vproto, vport)
+
+
+_PROTOCOL_NUMBERS = {"6": "tcp", "17": "udp", "132": "sctp"}
 
 
 def _parse_target(name: str, rest: list[str]) -> _Target:
@@ -601,13 +751,26 @@ def _unquote(match: re.Match[str]) -> str:
 # --- the walk -----------------------------------------------------------------------------
 
 
+@dataclass
 class _Walker:
     """Runs paths through hooks and chains of one parsed ruleset."""
 
-    def __init__(self, ruleset: _Ruleset, local: frozenset[_IPAddress], masq_mark: int) -> None:
-        self.ruleset = ruleset
-        self.local = local
-        self.masq_mark = masq_mark
+    ruleset: _Ruleset
+    local: frozenset[_IPAddress]
+    masq_mark: int
+    sets: SetMembership | None = None
+    ipvs: VirtualServerLookup | None = None
+    #: The pseudo-rules IPVS steps are listed as, one object per text (rules fold by identity).
+    _ipvs_rules: dict[str, _Rule] = field(default_factory=dict)
+
+    def in_set(self, name: str, flags: tuple[str, ...], path: _Path) -> bool:
+        """``-m set --match-set name flags`` for this path."""
+        if self.sets is None:
+            raise IptablesTraceError(f"-m set --match-set {name}: no set contents were given")
+        try:
+            return self.sets(name, flags, path.header)
+        except KeyError:
+            raise IptablesTraceError(f"-m set --match-set {name}: no such set") from None
 
     def is_local(self, ip: _IPAddress) -> bool:
         """addrtype LOCAL: the node's addresses and loopback."""
@@ -618,13 +781,18 @@ class _Walker:
         if self.is_local(start.src):
             # Locally generated: the kernel knows no input interface for it.
             hooks = [("nat", "OUTPUT"), ("filter", "OUTPUT"), ("nat", "POSTROUTING")]
+            if self.ipvs is not None:
+                hooks.insert(1, ("ipvs", "OUTPUT"))
             yield from self._hooks(replace(start, iif=""), hooks)
             return
         for exit_, path in self._hook("nat", "PREROUTING", start):
             if exit_ in (_Exit.DROP, _Exit.REJECT):
                 yield _verdict(exit_), path
             elif self.is_local(path.dst):
-                yield from self._hooks(path, [("filter", "INPUT")])
+                hooks = [("filter", "INPUT")]
+                if self.ipvs is not None:
+                    hooks.append(("ipvs", "INPUT"))
+                yield from self._hooks(path, hooks)
             else:
                 yield from self._hooks(path, [("filter", "FORWARD"), ("nat", "POSTROUTING")])
 
@@ -633,11 +801,45 @@ class _Walker:
             yield (Verdict.DNAT if path.dnat is not None else Verdict.ACCEPT), path
             return
         (table, chain), rest = hooks[0], hooks[1:]
+        if table == "ipvs":
+            for exit_, after in self._ipvs(path):
+                if exit_ is _Exit.REJECT:
+                    yield Verdict.REJECT, after
+                elif exit_ is _Exit.ACCEPT and chain == "INPUT":
+                    # IPVS re-sends what it took through LOCAL_OUT, then POSTROUTING.
+                    yield from self._hooks(after, [("filter", "OUTPUT"), ("nat", "POSTROUTING")])
+                else:
+                    yield from self._hooks(after, rest)
+            return
         for exit_, after in self._hook(table, chain, path):
             if exit_ in (_Exit.DROP, _Exit.REJECT):
                 yield _verdict(exit_), after
             else:
                 yield from self._hooks(after, rest)
+
+    def _ipvs(self, path: _Path) -> Iterator[tuple[_Exit, _Path]]:
+        """IPVS: CONTINUE (no virtual service), ACCEPT per real server, or REJECT (none)."""
+        assert self.ipvs is not None
+        found = self.ipvs(path.header)
+        if found is None:
+            yield _Exit.CONTINUE, path
+            return
+        service = self._pseudo_rule(found.service)
+        taken = replace(
+            path, rules=(*path.rules, service), ipvs=(path.dst, path.protocol, path.dport)
+        )
+        if not found.destinations:
+            yield _Exit.REJECT, taken
+        for text, ip, port in found.destinations:
+            address = f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+            rules = (*taken.rules, self._pseudo_rule(text))
+            yield _Exit.ACCEPT, replace(taken, dst=ip, dport=port, dnat=address, rules=rules)
+
+    def _pseudo_rule(self, text: str) -> _Rule:
+        rule = self._ipvs_rules.get(text)
+        if rule is None:
+            rule = self._ipvs_rules[text] = _Rule(text, (), None)
+        return rule
 
     def _hook(self, table: str, chain: str, path: _Path) -> Iterator[tuple[_Exit, _Path]]:
         """A built-in chain: its rules, then its policy."""
@@ -740,6 +942,9 @@ def _result(finals: list[tuple[Verdict, _Path]]) -> TraceResult:
     return TraceResult(
         verdict=verdict,
         endpoints=tuple(endpoints),
-        masquerade=any(path.masquerade for path in chosen),
+        # A dropped or rejected packet never leaves, so nothing masquerades it, even
+        # when it carried the mark (the IPVS mode marks before its firewall drops).
+        masquerade=verdict in (Verdict.DNAT, Verdict.ACCEPT)
+        and any(path.masquerade for path in chosen),
         rules=tuple(rule.text for rule in seen),
     )
