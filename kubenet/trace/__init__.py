@@ -76,4 +76,8 @@ def trace(plan: Plan, packet: Packet, node_ips: tuple[str, ...] | None = None) -
         from kubenet.trace import nftables
 
         return nftables.trace(plan, packet, node_ips)  # type: ignore[arg-type]
+    if plan.backend == "ipvs":
+        from kubenet.trace import ipvs
+
+        return ipvs.trace(plan, packet, node_ips)  # type: ignore[arg-type]
     raise ValueError(f"no tracer for backend {plan.backend!r}")
