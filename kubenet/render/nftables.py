@@ -66,6 +66,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from typing import ClassVar
 
 from kubenet.model import Endpoint, IPFamily, IPMode, ServiceMap, ServicePort
@@ -578,8 +579,7 @@ class _Builder:
 
 
 def _group_order(chain: Chain) -> tuple[str, int]:
-    kind, _, n = chain.name.rpartition("-")
-    return kind, int(n)
+    return group_order(chain.name)
 
 
 class _Affinity:
@@ -650,3 +650,131 @@ class _Affinity:
                 rules.append(f"goto {self.policy_chain(local=True)}")
         b.service_chains[name] = Chain(name, tuple(rules))
         return name
+
+
+# ------------------------------------------------------------- one port at a time
+
+
+def claim_keys(port: ServicePort, family: IPFamily) -> tuple[str, ...]:
+    """The service keys ``port`` asks for in ``family``, in the order the renderer claims them.
+
+    A key is ``address . proto . port`` (ClusterIP, external IP, VIP-mode load-balancer
+    IP) or ``nodeport proto . N``. When two ports ask for one key, the first in
+    ServiceMap order gets it (see :func:`render`); a renderer that works one port at a
+    time decides that from these keys. Empty when the port has no ClusterIP of
+    ``family``.
+    """
+    if port.cluster_ip(family) is None:
+        return ()
+    # Cheap when the port is of one family already (it is then returned as is).
+    view = port.for_family(family)
+    proto = view.protocol.lower()
+    cluster_ip = view.cluster_ip(family)
+    keys = [f"{cluster_ip} . {proto} . {view.port}"]
+    lb_ips = [i.ip for i in view.load_balancer_ingress if i.ip_mode is IPMode.VIP]
+    keys += [f"{ip} . {proto} . {view.port}" for ip in dict.fromkeys([*view.external_ips, *lb_ips])]
+    if view.node_port is not None:
+        keys.append(f"nodeport {proto} . {view.node_port}")
+    # An external IP equal to the ClusterIP asks once, as add_port's claims do.
+    return tuple(dict.fromkeys(keys))
+
+
+@dataclass(frozen=True)
+class PortRules:
+    """What one service port contributes to the table, given the service keys it won.
+
+    ``elements`` holds, per set or map, ``(key, value)`` pairs (the value is None in a
+    set); ``groups`` names the shared chains (``cluster-N``, ``external-local-N`` ...)
+    its elements point at; ``chains`` and ``sets`` are its own (ClientIP affinity only).
+    """
+
+    elements: tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...]
+    groups: frozenset[str]
+    chains: tuple[Chain, ...]
+    sets: tuple[NftSet, ...]
+
+
+class PortRenderer:
+    """Renders one service port at a time for one family: the unit of an incremental sync.
+
+    :func:`render` builds the whole table in one pass; this renders the same rules a
+    port at a time, so that a change to one Service costs work for that Service only.
+    The caller says which of the port's :func:`claim_keys` it won; with the winners
+    :func:`render` would pick, the union of every port's rules, the shared chains they
+    name and :meth:`static` is exactly :func:`render`'s table.
+    """
+
+    def __init__(self, options: RenderOptions) -> None:
+        self.options = options
+        self.family = options.ip_family
+        self._builder = _PortBuilder(self.family, options)
+
+    def static(self) -> Ruleset:
+        """The table with no service in it: static chains and sets, node-port addresses."""
+        return _Builder(self.family, self.options).finish()
+
+    def render(self, port: ServicePort, won: frozenset[str]) -> PortRules:
+        """The rules of ``port`` (which must have a ClusterIP of this family)."""
+        if port.cluster_ip(self.family) is None:
+            raise ValueError(f"{port.name} has no {self.family.value} ClusterIP")
+        return self._builder.port_rules(port.for_family(self.family), won)
+
+    def group(self, name: str) -> Chain:
+        """The definition of a shared chain that some rendered port named."""
+        return self._builder.group_chains[name]
+
+
+def group_order(name: str) -> tuple[str, int]:
+    """The order :func:`render` lists shared chains in (by kind, then endpoint count)."""
+    kind, _, n = name.rpartition("-")
+    return kind, int(n)
+
+
+class _PortBuilder(_Builder):
+    """A builder that renders a single port, claiming exactly the keys it is told it won."""
+
+    def __init__(self, family: IPFamily, options: RenderOptions) -> None:
+        super().__init__(family, options)
+        self._won: frozenset[str] = frozenset()
+        self._used: set[str] = set()
+
+    def claim(self, key: str) -> bool:
+        return key in self._won
+
+    def group(self, lookup: _Lookup, kind: str, n: int) -> str:
+        name = super().group(lookup, kind, n)
+        self._note(name)
+        return name
+
+    def _note(self, name: str) -> None:
+        """Record a shared chain as used, with the shared chains it jumps to.
+
+        The base builder makes a chain's targets only when it first makes the chain,
+        so a later port would not name them otherwise.
+        """
+        if name in self._used:
+            return
+        self._used.add(name)
+        for rule in self.group_chains[name].rules:
+            words = rule.split()
+            for verb, target in pairwise(words):
+                if verb in ("goto", "jump") and target in self.group_chains:
+                    self._note(target)
+
+    def port_rules(self, port: ServicePort, won: frozenset[str]) -> PortRules:
+        self._won, self._used = won, set()
+        self.add_port(port)
+        elements = []
+        for name, found in self.elements.items():
+            if found:
+                elements.append((name, tuple(found.items())))
+                found.clear()
+        rules = PortRules(
+            tuple(elements),
+            frozenset(self._used),
+            tuple(self.service_chains.values()),
+            tuple(self.affinity_sets),
+        )
+        self.service_chains = {}
+        self.affinity_sets = []
+        return rules
