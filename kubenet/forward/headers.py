@@ -37,7 +37,7 @@ def connection_tokens(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
     """The header names listed in ``Connection`` (lower-cased)."""
     tokens: set[str] = set()
     for name, value in headers:
-        if name.lower() == "connection":
+        if len(name) == 10 and name.lower() == "connection":
             tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
     return frozenset(tokens)
 
@@ -67,24 +67,39 @@ def upstream_request_headers(
     ``drop_authorization`` removes the client's Authorization first (it was the proxy's
     own token, checked by ``--auth-token-file``, and is not the API server's business).
     """
-    dropped = {"host"}
-    if drop_authorization:
-        dropped.add("authorization")
-    if not upgrade:
-        # The server side answers "Expect: 100-continue" itself.
-        dropped.add("expect")
-    source = list(incoming) if upgrade else without_hop_by_hop(incoming)
-    out = [(n, v) for n, v in source if n.lower() not in dropped]
-
+    # One pass over the client's headers: this runs for every request.
+    listed = frozenset() if upgrade else connection_tokens(incoming)
+    out: Headers = []
+    forwarded: list[str] = []
+    has_authorization = has_impersonation = has_user_agent = False
+    for name, value in incoming:
+        lowered = name.lower()
+        if lowered == "host":
+            continue
+        if not upgrade and (lowered in HOP_BY_HOP or lowered in listed or lowered == "expect"):
+            # The server side answers "Expect: 100-continue" itself.
+            continue
+        if lowered == "authorization":
+            if drop_authorization:
+                continue
+            has_authorization = has_authorization or value != ""
+        elif lowered == "x-forwarded-for":
+            forwarded.append(value)
+            continue
+        elif lowered == "impersonate-user":
+            has_impersonation = has_impersonation or value != ""
+        elif lowered == "user-agent":
+            has_user_agent = has_user_agent or value != ""
+        out.append((name, value))
     if client_ip:
-        prior = [v for n, v in out if n.lower() == "x-forwarded-for"]
-        out = [(n, v) for n, v in out if n.lower() != "x-forwarded-for"]
-        out.append(("X-Forwarded-For", ", ".join([*prior, client_ip])))
-    if authorization and not has(out, "Authorization"):
+        out.append(("X-Forwarded-For", ", ".join([*forwarded, client_ip])))
+    elif forwarded:
+        out += [("X-Forwarded-For", v) for v in forwarded]
+    if authorization and not has_authorization:
         out.append(("Authorization", authorization))
-    if impersonation and not has(out, "Impersonate-User"):
+    if impersonation and not has_impersonation:
         out.extend(impersonation)
-    if user_agent and not has(out, "User-Agent"):
+    if user_agent and not has_user_agent:
         out.append(("User-Agent", user_agent))
     return out
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO
+from typing import IO, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -93,6 +93,7 @@ class ProxyMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._children: dict[tuple[str | None, str, int], tuple[Any, Any, Any]] = {}
         r = self.registry
         self.requests = Counter(
             "apiproxy_requests",
@@ -156,9 +157,20 @@ class ProxyMetrics:
     def observe(
         self, cluster: str | None, method: str, status: int, nbytes: int, duration: float
     ) -> None:
-        label = cluster or "-"
-        method = _method_label(method)
-        self.requests.labels(label, method, str(status)).inc()
-        self.duration.labels(label, method).observe(duration)
+        key = (cluster, method, status)
+        children = self._children.get(key)
+        if children is None:
+            # Resolving labelled children costs more than updating them: keep them.
+            label, verb = cluster or "-", _method_label(method)
+            children = (
+                self.requests.labels(label, verb, str(status)),
+                self.duration.labels(label, verb),
+                self.response_bytes.labels(label),
+            )
+            if len(self._children) < 4096:
+                self._children[key] = children
+        requests, durations, sent = children
+        requests.inc()
+        durations.observe(duration)
         if nbytes:
-            self.response_bytes.labels(label).inc(nbytes)
+            sent.inc(nbytes)

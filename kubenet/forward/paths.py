@@ -25,7 +25,7 @@ forwarded whole; upstream's quirk, kept).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
@@ -33,6 +33,8 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 _SEGMENT_SAFE = "!$&'()*+,;=:@~"
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Segments of characters that never need escaping, none of them empty, "." or "..".
+_PLAIN = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*/?")
 
 
 class PathRefused(ValueError):
@@ -41,9 +43,14 @@ class PathRefused(ValueError):
 
 @dataclass(frozen=True)
 class Canonical:
-    """A path in canonical form (decoded; no dot segments, no repeated slashes)."""
+    """A path in canonical form (decoded; no dot segments, no repeated slashes).
+
+    ``plain``: the request spelled it with characters that need no escaping, so it is
+    forwarded exactly as received (the common case, and a shortcut).
+    """
 
     path: str
+    plain: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,8 @@ def normalise(raw_path: str, raw_query: str = "") -> Canonical | Redirect:
     """
     if not raw_path.startswith("/"):
         raise PathRefused("path must start with /")
+    if _PLAIN.fullmatch(raw_path):
+        return Canonical(raw_path, plain=True)
     segments = [_decode_segment(seg) for seg in raw_path[1:].split("/")]
     decoded = "/" + "/".join(segments)
     # A final "." or ".." names a directory but Go's cleaning drops the slash; only a

@@ -28,6 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .server import ApiProxy
 
+#: Longest request line or header line accepted from clients.
+MAX_LINE = 65536
 #: How long the access log may hold lines before writing them out.
 ACCESS_LOG_FLUSH_SECONDS = 1.0
 
@@ -146,11 +148,17 @@ async def serve(
         if listener.tls_cert_file and listener.tls_key_file
         else None
     )
-    runner = web.AppRunner(
-        proxy.application(),
+    # aiohttp's low-level server: the proxy routes every request itself, so the
+    # Application layer (router, middlewares, signals) would only add cost per request.
+    runner = web.ServerRunner(
+        web.Server(
+            proxy.handle,
+            handler_cancellation=True,
+            max_line_size=MAX_LINE,
+            max_field_size=MAX_LINE,
+        ),
         handle_signals=False,
         shutdown_timeout=grace,
-        handler_cancellation=True,
         access_log=None,
     )
     metrics_runner: web.AppRunner | None = None
@@ -176,9 +184,13 @@ async def serve(
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
-        # Stops accepting, ends watches (on_shutdown), waits up to `grace` for the
-        # rest, cancels what is left, then closes upstream pools (on_cleanup).
+        # Stop accepting, end the watches, give the rest up to `grace` to finish,
+        # cancel what is left, then close the upstream pools.
+        for site in list(runner.sites):
+            await site.stop()
+        await proxy.end_streams()
         await runner.cleanup()
+        await proxy.close()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
         if flusher is not None:

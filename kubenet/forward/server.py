@@ -32,6 +32,7 @@ from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .clientauth import ClientTokens
 from .credentials import CredentialsError
@@ -48,10 +49,14 @@ from .paths import (
     normalise,
 )
 from .static import StaticFiles
-from .upstream import Upstream, UpstreamError, describe_error
+from .upstream import Upstream, UpstreamError, UpstreamResponse
 
 #: Bytes read from a client or an upgraded stream at a time.
 CHUNK = 64 * 1024
+#: Filter verdicts remembered (method, path, Host, upgrade) before starting over.
+VERDICT_CACHE = 4096
+#: Answers up to this size (with a Content-Length) are read whole and sent in one write.
+SMALL_BODY = 256 * 1024
 #: Longest error body echoed from a refused upgrade.
 MAX_ERROR_BODY = 1024 * 1024
 
@@ -105,7 +110,7 @@ class _RawFeed:
         self._stream.feed_eof()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Exchange:
     """What the access log and metrics need to know about one request."""
 
@@ -118,7 +123,7 @@ class _Exchange:
 class _Stream:
     """A watch being relayed, so shutdown can end it cleanly."""
 
-    response: aiohttp.ClientResponse
+    response: UpstreamResponse
     ended_by_proxy: bool = False
 
 
@@ -184,6 +189,7 @@ class ApiProxy:
         self.metrics = metrics or ProxyMetrics()
         self._streams: set[_Stream] = set()
         self._stopping = False
+        self._verdicts: dict[tuple[str, str, str, bool], bool] = {}
 
     # --- embedding -----------------------------------------------------------------
 
@@ -209,8 +215,7 @@ class ApiProxy:
         self._stopping = True
         for stream in list(self._streams):
             stream.ended_by_proxy = True
-            stream.response.content.feed_eof()
-            stream.response.close()
+            stream.response.end()
 
     async def close(self) -> None:
         for upstream in self.upstreams.values():
@@ -221,7 +226,7 @@ class ApiProxy:
     # --- one request ---------------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        start = time.time()
+        start = time.time() if self.access_log is not None else 0.0
         began = time.perf_counter()
         exchange = _Exchange()
         self.metrics.inflight.inc()
@@ -236,6 +241,10 @@ class ApiProxy:
                 else:
                     exchange.nbytes = response.content_length or 0
             return response
+        except ConnectionResetError:
+            # The client went away mid-answer. aiohttp treats a connection error while
+            # sending as "client gone" and stays quiet about it.
+            return web.Response(status=exchange.status or 499)
         finally:
             self.metrics.inflight.dec()
             duration = time.perf_counter() - began
@@ -280,14 +289,22 @@ class ApiProxy:
         exchange.cluster = upstream.name
         upgrade = is_upgrade_request(request.headers.items())
         rules = self.config.rules
-        if rules is not None and not rules.accepts(
-            request.method, route.path, host_of(_host_header(request)), upgrade
-        ):
-            self.metrics.rejected.labels("filter").inc()
-            return plain(403, "Forbidden")
+        if rules is not None:
+            key = (request.method, route.path, _host_header(request), upgrade)
+            accepted = self._verdicts.get(key)
+            if accepted is None:
+                accepted = rules.accepts(key[0], key[1], host_of(key[2]), upgrade)
+                # The same few paths come again and again; keep their verdicts (bounded).
+                if len(self._verdicts) >= VERDICT_CACHE:
+                    self._verdicts.clear()
+                self._verdicts[key] = accepted
+            if not accepted:
+                self.metrics.rejected.labels("filter").inc()
+                return plain(403, "Forbidden")
+        forwarded = route.path if canonical.plain else encode_path(route.path)
         if upgrade and "Upgrade" in request.headers:
-            return await self._relay_upgrade(request, upstream, route.path, exchange)
-        return await self._forward(request, upstream, route.path, exchange)
+            return await self._relay_upgrade(request, upstream, forwarded, exchange)
+        return await self._forward(request, upstream, route.path, forwarded, exchange)
 
     def _headers(
         self, request: web.BaseRequest, upstream: Upstream, authorization: str | None, upgrade: bool
@@ -303,7 +320,12 @@ class ApiProxy:
         )
 
     async def _forward(
-        self, request: web.BaseRequest, upstream: Upstream, path: str, exchange: _Exchange
+        self,
+        request: web.BaseRequest,
+        upstream: Upstream,
+        path: str,
+        forwarded: str,
+        exchange: _Exchange,
     ) -> web.StreamResponse:
         query = request.rel_url.raw_query_string
         try:
@@ -312,47 +334,58 @@ class ApiProxy:
             self.metrics.upstream_errors.labels(upstream.name).inc()
             return plain(500, str(exc))
         headers = self._headers(request, upstream, auth.authorization, upgrade=False)
-        data = request.content if request.can_read_body else None
+        body = request.content.iter_any() if request.can_read_body else None
+        if body is not None and request.headers.get("Expect", "").lower() == "100-continue":
+            # The client waits for this before sending its body (RFC 9110 10.1.1).
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             answer = await upstream.send(
-                request.method, upstream.url(encode_path(path), query), headers, auth, data
+                request.method,
+                upstream.target(forwarded, query),
+                headers,
+                auth,
+                body,
+                request.content_length if body is not None else None,
             )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except UpstreamError as exc:
             self.metrics.upstream_errors.labels(upstream.name).inc()
-            return plain(500, describe_error(exc, upstream.hostport))
+            return plain(500, str(exc))
         stream = _Stream(answer) if is_watch(path, query) else None
         try:
             if answer.status == 401:
                 upstream.credentials.unauthorized(auth)
+            length = answer.content_length
+            if (
+                stream is None
+                and length is not None
+                and length <= SMALL_BODY
+                and request.method != "HEAD"
+                and answer.status not in _NO_BODY_STATUS
+            ):
+                return await self._whole(request, answer, exchange)
             response = web.StreamResponse(status=answer.status, reason=answer.reason)
-            for name, value in client_response_headers(list(answer.headers.items())):
+            for name, value in client_response_headers(answer.headers):
                 response.headers.add(name, value)
             exchange.status = answer.status
             if stream is not None:
                 if self._stopping:
                     stream.ended_by_proxy = True
-                    answer.content.feed_eof()
+                    answer.end()
                 self._streams.add(stream)
                 self.metrics.open_streams.labels("watch").inc()
             await response.prepare(request)
-            if request.method != "HEAD" and answer.status not in _NO_BODY_STATUS:
-                try:
-                    async for chunk in answer.content.iter_any():
-                        exchange.nbytes += len(chunk)
-                        await response.write(chunk)
-                except ConnectionResetError:
-                    # The client went away (aiohttp's reset error is also a ClientError,
-                    # hence first): nothing left to answer.
-                    return response
-                except (TimeoutError, aiohttp.ClientError):
-                    if stream is None or not stream.ended_by_proxy:
-                        # The API server broke off mid-body: so does the proxy, as Go's
-                        # reverse proxy does, rather than pretend the body is complete.
-                        self.metrics.upstream_errors.labels(upstream.name).inc()
-                        response.force_close()
-                        if request.transport is not None:
-                            request.transport.close()
-                        return response
+            try:
+                async for data in answer:
+                    exchange.nbytes += len(data)
+                    await response.write(data)
+            except UpstreamError:
+                # The API server broke off mid-body: so does the proxy, as Go's reverse
+                # proxy does, rather than pretend the body is complete.
+                self.metrics.upstream_errors.labels(upstream.name).inc()
+                response.force_close()
+                if request.transport is not None:
+                    request.transport.close()
+                return response
             await response.write_eof()
             return response
         finally:
@@ -361,8 +394,34 @@ class ApiProxy:
                 self.metrics.open_streams.labels("watch").dec()
             answer.release()
 
+    async def _whole(
+        self, request: web.BaseRequest, answer: UpstreamResponse, exchange: _Exchange
+    ) -> web.StreamResponse:
+        """A small answer of known length: read it, then send head and body in one write."""
+        try:
+            body = await answer.read()
+        except UpstreamError:
+            # Broken off mid-body: break off too (see _forward).
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=answer.status)
+        headers = [
+            (n, v)
+            for n, v in client_response_headers(answer.headers)
+            if n.lower() != "content-length"
+        ]
+        exchange.status = answer.status
+        exchange.nbytes = len(body)
+        return web.Response(
+            status=answer.status, reason=answer.reason, body=body, headers=CIMultiDict(headers)
+        )
+
     async def _relay_upgrade(
-        self, request: web.BaseRequest, upstream: Upstream, path: str, exchange: _Exchange
+        self,
+        request: web.BaseRequest,
+        upstream: Upstream,
+        forwarded: str,
+        exchange: _Exchange,
     ) -> web.StreamResponse:
         query = request.rel_url.raw_query_string
         try:
@@ -372,7 +431,7 @@ class ApiProxy:
         headers = self._headers(request, upstream, auth.authorization, upgrade=True)
         try:
             dialled = await upstream.dial_upgrade(
-                request.method, upstream.target(encode_path(path), query), headers, auth
+                request.method, upstream.target(forwarded, query), headers, auth
             )
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(upstream.name).inc()

@@ -26,8 +26,7 @@ from kubenet.forward import (
     ProxyConfig,
     upstreams_for,
 )
-from kubenet.testing.apiserver.pytest_fixtures import TEST_CONFIG
-from kubenet.testing.apiserver.server import ThreadedApiServer, running_apiserver
+from kubenet.testing.apiserver.server import ServerConfig, ThreadedApiServer, running_apiserver
 
 from .support import ThreadedProxy
 
@@ -37,7 +36,7 @@ needs_kubectl = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not on PA
 
 @pytest.fixture
 def apiserver() -> Iterator[ThreadedApiServer]:
-    with running_apiserver(TEST_CONFIG) as server:
+    with running_apiserver(ServerConfig(bookmark_interval=1.0)) as server:
         yield server
 
 
@@ -169,8 +168,11 @@ def test_two_contexts_at_once(apiserver: ThreadedApiServer) -> None:
 
 
 def test_python_client_list_and_watch(apiserver: ThreadedApiServer) -> None:
-    from kubernetes import client, watch
+    import kubernetes
 
+    # The client's watch module has no annotations.
+    client: Any = kubernetes.client
+    watch: Any = kubernetes.watch
     options = KubeconfigOptions(kubeconfig=str(apiserver.kubeconfig))
     with proxy_for(options) as proxy:
         configuration = client.Configuration()

@@ -144,6 +144,20 @@ def apiserver() -> Iterator[ThreadedApiServer]:
         yield server
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    """A failing assertion must not leave a proxy running."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+
+
 def start(*args: str) -> tuple[subprocess.Popen[str], str]:
     """``python -m kubenet.cli.api_proxy serve ARGS``; returns the process and address."""
     process = subprocess.Popen(
@@ -153,6 +167,7 @@ def start(*args: str) -> tuple[subprocess.Popen[str], str]:
         text=True,
         cwd=ROOT,
     )
+    _STARTED.append(process)
     assert process.stdout is not None
     line = process.stdout.readline()
     if not line.startswith("Starting to serve on "):
