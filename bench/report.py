@@ -30,7 +30,8 @@ def print_table(title: str, rows: list[dict[str, Any]], columns: list[tuple[str,
             else:
                 cells.append("-" if value is None else str(value))
         table.add_row(*cells)
-    Console().print(table)
+    # Wide enough for every column when the output is a file or a pipe.
+    Console(width=max(Console().width, 200)).print(table)
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:
