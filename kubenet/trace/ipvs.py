@@ -46,11 +46,11 @@ class Tracer:
     def __init__(self, plan: IpvsPlan, node_ips: tuple[str, ...] | None = None) -> None:
         ips = plan.options.node_ips if node_ips is None else node_ips
         local = (*ips, *plan.bound_addresses)
-        self._sets = {s.name: _Members.of(s) for s in plan.ipsets}
-        self._services = {
-            (vs.protocol.lower(), ipaddress.ip_address(vs.ip), vs.port): _interception(vs)
-            for vs in plan.virtual_servers
-        }
+        self._sets = {s.name: s for s in plan.ipsets}
+        #: Each set's members, indexed when a rule first consults the set.
+        self._members: dict[str, _Members] = {}
+        # Keyed by canonical address text (what the plan holds), as a header prints it.
+        self._services = {(vs.protocol.lower(), vs.ip, vs.port): vs for vs in plan.virtual_servers}
         self._iptables = iptables_trace.Tracer(
             plan.helper, local, sets=self.in_set, ipvs=self.virtual_service
         )
@@ -61,11 +61,15 @@ class Tracer:
 
     def in_set(self, name: str, flags: tuple[str, ...], header: Header) -> bool:
         """The membership test of ``-m set --match-set name flags`` (KeyError: no such set)."""
-        return self._sets[name].match(flags, header)
+        members = self._members.get(name)
+        if members is None:
+            members = self._members[name] = _Members.of(self._sets[name])
+        return members.match(flags, header)
 
     def virtual_service(self, header: Header) -> Interception | None:
         """The virtual service a packet is addressed to, if any."""
-        return self._services.get((header.protocol, header.dst, header.dport))
+        vs = self._services.get((header.protocol, str(header.dst), header.dport))
+        return None if vs is None else _interception(vs)
 
 
 def _interception(vs: VirtualServer) -> Interception:
