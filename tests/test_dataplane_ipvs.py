@@ -540,6 +540,15 @@ def test_without_ipvs_a_sync_fails_before_touching_anything(netns: Netns) -> Non
     assert "KUBE-" not in netns.run(["iptables-save"]).stdout
 
 
+@pytest.mark.kernel
+def test_sysctls_are_set_where_they_exist(netns: Netns) -> None:
+    netns.sysctl({"net.ipv4.ip_forward": "0"})
+    failed = ipvs.ensure_sysctls(netns=netns.name)
+    assert netns.run(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip() == "1"
+    has_ipvs = ipvs.missing_ipvs(netns.name) is None
+    assert failed == ([] if has_ipvs else [k for k in ipvs.SYSCTLS if ".vs." in k])
+
+
 @pytest.fixture
 def ipvs_netns(netns: Netns) -> Netns:
     reason = ipvs.missing_ipvs(netns.name) or _dummy_missing(netns)

@@ -18,7 +18,8 @@ and programs the difference:
 
 Only the plan's IP family is compared and changed (one plan per family, as upstream
 runs one proxier per family). Real servers are removed at once; upstream's graceful
-termination (weight 0 until connections drain) is not done here.
+termination (weight 0 until connections drain) is not done here. The sysctls the
+mode needs are set once at start by :func:`ensure_sysctls`, not on every sync.
 
 The messages are pyroute2's own: :class:`pyroute2.netlink.generic.ipvs.ipvsmsg`
 for IPVS (built here, because pyroute2's ``IPVSService`` sends no netmask for IPv6
@@ -61,6 +62,7 @@ from pyroute2.netlink.generic.ipvs import (
 )
 
 from kubenet.dataplane import ipset, iptables
+from kubenet.dataplane.command import run
 from kubenet.model import IPFamily, Protocol
 from kubenet.render.ipvs import (
     DUMMY_DEVICE,
@@ -522,6 +524,27 @@ def cleanup(*, netns: str | None = None) -> None:
         iptables.cleanup(family, netns=netns)
     names = [set_name(base, family) for family in IPFamily for base, _, _ in SETS]
     ipset.destroy(names, netns=netns)
+
+
+#: The sysctls upstream's IPVS mode sets at start (strict ARP aside). ``vs/conntrack``
+#: matters most: without it IPVS traffic skips conntrack, and the helper rules'
+#: masquerade never happens.
+SYSCTLS = {
+    "net.ipv4.vs.conntrack": "1",
+    "net.ipv4.vs.expire_nodest_conn": "1",
+    "net.ipv4.vs.expire_quiescent_template": "1",
+    "net.ipv4.ip_forward": "1",
+}
+
+
+def ensure_sysctls(*, netns: str | None = None) -> list[str]:
+    """Set :data:`SYSCTLS`; returns the keys that could not be set (absent without IPVS)."""
+    failed = []
+    for key, value in SYSCTLS.items():
+        done = run(["sysctl", "-q", "-w", f"{key}={value}"], netns=netns, check=False)
+        if done.returncode != 0:
+            failed.append(key)
+    return failed
 
 
 def missing_ipvs(netns: str | None = None) -> str | None:
