@@ -7,6 +7,7 @@ same scenario can be rendered by each and compared through the tracer.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass
 
 from kubenet.model import IPFamily
@@ -74,3 +75,13 @@ class RenderOptions:
     def node_ips_for(self, family: IPFamily | None = None) -> tuple[str, ...]:
         fam = family or self.ip_family
         return tuple(ip for ip in self.node_ips if IPFamily.of(ip) is fam)
+
+    def primary_node_ip(self, family: IPFamily | None = None) -> str | None:
+        """The node's primary address of the family: its first one that is not loopback.
+
+        This is what ``--nodeport-addresses primary`` selects, as upstream's node IP.
+        """
+        for ip in self.node_ips_for(family):
+            if not ipaddress.ip_address(ip).is_loopback:
+                return ip
+        return None

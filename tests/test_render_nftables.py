@@ -278,8 +278,10 @@ def test_internal_traffic_policy_local_uses_local_endpoints() -> None:
 @pytest.mark.parametrize(
     ("addresses", "family", "want"),
     [
-        ((), IPFamily.IPV4, {"10.180.0.1", "10.180.9.1"}),
-        (("primary",), IPFamily.IPV4, {"10.180.0.1", "10.180.9.1"}),
+        # Empty means "primary", as upstream's nftables mode: the first node IP only.
+        ((), IPFamily.IPV4, {"10.180.0.1"}),
+        (("primary",), IPFamily.IPV4, {"10.180.0.1"}),
+        (("primary", "10.180.9.0/24"), IPFamily.IPV4, {"10.180.0.1", "10.180.9.1"}),
         (("10.180.9.0/24",), IPFamily.IPV4, {"10.180.9.1"}),
         (("10.180.9.0/24", "fd00:180::/64"), IPFamily.IPV6, {"fd00:180::1"}),
         (("192.0.2.0/24",), IPFamily.IPV4, set()),

@@ -167,7 +167,7 @@ def test_nodeports_are_not_served_on_loopback() -> None:
     [
         ((), (NODE_IP, "10.0.5.1"), ()),
         (("10.180.0.0/24",), (NODE_IP,), ("10.0.5.1",)),
-        (("primary",), (NODE_IP, "10.0.5.1"), ()),
+        (("primary",), (NODE_IP,), ("10.0.5.1",)),
         (("192.0.2.0/24",), (), (NODE_IP, "10.0.5.1")),
         (("fd00::/8",), (NODE_IP, "10.0.5.1"), ()),
     ],

@@ -583,7 +583,7 @@ def nodeport_destinations(options: RenderOptions) -> tuple[str, ...] | None:
     """The node addresses NodePorts answer on; None means every local address.
 
     ``--nodeport-addresses``: CIDRs of the rendered family select the node IPs inside
-    them; the word ``primary`` selects the node IPs of the family; no CIDR of the
+    them; the word ``primary`` selects the node's primary IP; no CIDR of the
     family (or a zero-length prefix) means all local addresses, as upstream.
     Loopback addresses are left out: NodePorts are not served on them.
     """
@@ -598,11 +598,12 @@ def nodeport_destinations(options: RenderOptions) -> tuple[str, ...] | None:
     if not primary and (not cidrs or any(c.prefixlen == 0 for c in cidrs)):
         return None
     chosen = set()
+    main_ip = options.primary_node_ip(family) if primary else None
+    if main_ip is not None:
+        chosen.add(ipaddress.ip_address(main_ip))
     for ip_text in options.node_ips_for(family):
         ip = ipaddress.ip_address(ip_text)
-        if ip.is_loopback:
-            continue
-        if primary or any(ip in c for c in cidrs):
+        if not ip.is_loopback and any(ip in c for c in cidrs):
             chosen.add(ip)
     return tuple(str(ip) for ip in sorted(chosen))
 

@@ -231,21 +231,25 @@ class _Builder:
         return f"{self.ipx} saddr {op}{rhs}"
 
     def nodeport_ips(self) -> list[str]:
-        """--nodeport-addresses: empty or "primary" means the node's own addresses."""
-        ips = [
-            ip
-            for ip in self.options.node_ips_for(self.family)
-            if not ipaddress.ip_address(ip).is_loopback
-        ]
+        """--nodeport-addresses: empty or "primary" means the node's primary address.
+
+        Upstream's nftables mode defaults to the primary node IP; the node IPs inside
+        any CIDRs given are added to it.
+        """
         wanted = self.options.nodeport_addresses
-        if not wanted or "primary" in wanted:
-            return ips
+        primary = self.options.primary_node_ip(self.family)
+        use_primary = primary is not None and (not wanted or "primary" in wanted)
+        chosen = [primary] if use_primary and primary is not None else []
         nets = [
             ipaddress.ip_network(c, strict=False)
             for c in wanted
             if c != "primary" and IPFamily.of(c) is self.family
         ]
-        return [ip for ip in ips if any(ipaddress.ip_address(ip) in n for n in nets)]
+        for ip in self.options.node_ips_for(self.family):
+            addr = ipaddress.ip_address(ip)
+            if ip not in chosen and not addr.is_loopback and any(addr in n for n in nets):
+                chosen.append(ip)
+        return chosen
 
     # -- elements
 
