@@ -42,16 +42,6 @@ def connection_tokens(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
     return frozenset(tokens)
 
 
-def without_hop_by_hop(headers: Sequence[tuple[str, str]]) -> Headers:
-    listed = connection_tokens(headers)
-    return [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP and n.lower() not in listed]
-
-
-def has(headers: Iterable[tuple[str, str]], name: str) -> bool:
-    lowered = name.lower()
-    return any(n.lower() == lowered and v != "" for n, v in headers)
-
-
 def upstream_request_headers(
     incoming: Sequence[tuple[str, str]],
     *,
@@ -104,6 +94,25 @@ def upstream_request_headers(
     return out
 
 
-def client_response_headers(upstream: Sequence[tuple[str, str]]) -> Headers:
-    """The API server's response headers as the client gets them."""
-    return without_hop_by_hop(upstream)
+def client_response_headers(
+    upstream: Sequence[tuple[str, str]], drop_length: bool = False
+) -> Headers:
+    """The API server's response headers as the client gets them.
+
+    ``drop_length``: leave Content-Length out too (the proxy frames the body itself).
+    """
+    out: Headers = []
+    listed: set[str] = set()
+    for name, value in upstream:
+        lowered = name.lower()
+        if lowered in HOP_BY_HOP:
+            if lowered == "connection":
+                listed.update(t.strip().lower() for t in value.split(","))
+            continue
+        if drop_length and lowered == "content-length":
+            continue
+        out.append((name, value))
+    listed -= {"close", "keep-alive", ""}
+    if listed:
+        out = [(n, v) for n, v in out if n.lower() not in listed]
+    return out

@@ -1,31 +1,56 @@
-"""HTTP/1.1 framing for the upstream side, with no I/O (bytes in, events out).
+"""HTTP/1.1 framing, both directions, with no I/O (bytes in, values out).
 
-The proxy speaks to the API server over pooled HTTP/1.1 connections. This module
-writes request heads and reads response streams (RFC 9112): the status line and
-headers, then the body framed by ``Content-Length``, by chunked transfer coding, or by
-the connection closing, and says when a response is complete so the connection can
-go back to the pool. It never decides policy (which headers to send, what to retry);
-:mod:`kubenet.forward.upstream` does.
+The proxy reads requests from its clients and responses from the API server, and
+writes the other two. This module is all of HTTP/1.1 it needs (RFC 9112): heads,
+and bodies framed by ``Content-Length``, by chunked transfer coding or (responses
+only) by the connection closing. It never decides policy (which headers to forward,
+what to retry); the I/O modules do.
 
-A general-purpose client library costs several times more per request than the
-proxy's whole job; this is the small part of HTTP/1.1 a proxy in front of one server
-actually needs, kept pure so every framing case is tested byte by byte.
+Requests are read strictly, because a proxy that reads a body boundary differently
+from the server behind it can be used to smuggle a second request past its filter:
+a request with both Content-Length and Transfer-Encoding, with a transfer coding
+other than chunked, with conflicting lengths, with whitespace before a header's
+colon, with folded headers or a bare LF is refused.
+
+Heads are NamedTuples rather than frozen dataclasses: as immutable, and built at a
+third of the cost, which counts on a path taken for every request.
+
+A general-purpose HTTP library costs several times more per request than the rest of
+the proxy's job; keeping this part small and pure lets every framing case be tested
+byte by byte (tests/forward/test_http1.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
 from enum import Enum
+from http import HTTPStatus
+from typing import NamedTuple
 
-#: Longest response head accepted (status line and headers).
+#: Longest head (request or response line plus headers) accepted.
 MAX_HEAD = 64 * 1024
 #: Longest chunk-size line (with extensions) accepted.
 MAX_CHUNK_LINE = 4096
+#: Most header fields accepted in one head.
+MAX_HEADERS = 256
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
 class FramingError(Exception):
-    """The API server sent something that is not HTTP/1.1 (message is safe to show)."""
+    """Bytes that are not acceptable HTTP/1.1 (message is safe to show).
+
+    ``status`` is what a server answers a client that sent them.
+    """
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- writing ---------------------------------------------------------------------------
 
 
 def request_head(method: str, target: str, host: str, headers: Sequence[tuple[str, str]]) -> bytes:
@@ -35,16 +60,136 @@ def request_head(method: str, target: str, host: str, headers: Sequence[tuple[st
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
+def response_head(status: int, reason: str, headers: Sequence[tuple[str, str]]) -> bytes:
+    """The bytes of a response head (always HTTP/1.1, as Go's server writes it)."""
+    lines = [f"HTTP/1.1 {status} {reason or REASONS.get(status, '')}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+
+
 def chunk(data: bytes) -> bytes:
-    """One chunk of a chunked request body."""
+    """One chunk of a chunked body."""
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 LAST_CHUNK = b"0\r\n\r\n"
 
 
-@dataclass(frozen=True)
-class Head:
+# --- heads -------------------------------------------------------------------------------
+
+
+def _fields(lines: list[str], kind: str, ascii_only: bool) -> list[tuple[str, str]]:
+    if len(lines) > MAX_HEADERS:
+        raise FramingError(f"too many {kind} header fields", 431)
+    headers: list[tuple[str, str]] = []
+    token = _TOKEN.fullmatch
+    for line in lines:
+        name, sep, value = line.partition(":")
+        if not sep or token(name) is None:
+            # Also catches obs-fold (a line starting with whitespace) and whitespace
+            # before the colon, both of which RFC 9112 says to reject.
+            raise FramingError(f"malformed {kind} header field")
+        headers.append((name, value.strip(" \t")))
+    if not ascii_only:
+        # Field bytes are opaque; UTF-8 is what anyone sends, if anything.
+        headers = [(n, v.encode("latin-1").decode("utf-8", "replace")) for n, v in headers]
+    return headers
+
+
+def _split_head(raw: bytes, kind: str) -> tuple[list[str], bool]:
+    """The head's lines, after the checks that are cheapest on the whole head at once:
+    no bare LF or CR (RFC 9112 2.2) and no NUL. Also says whether it is all ASCII."""
+    text = raw.decode("latin-1")
+    lines = text.split("\r\n")
+    breaks = len(lines) - 1
+    if text.count("\n") != breaks or text.count("\r") != breaks or "\x00" in text:
+        raise FramingError(f"malformed {kind}: stray CR, LF or NUL")
+    return lines, text.isascii()
+
+
+class Framing(NamedTuple):
+    """How a message body is delimited."""
+
+    length: int | None  # Content-Length (0: no body); None: chunked or until close
+    chunked: bool = False
+
+    @property
+    def until_close(self) -> bool:
+        return self.length is None and not self.chunked
+
+
+def _framing(headers: list[tuple[str, str]], kind: str) -> tuple[Framing, list[str]]:
+    encodings: list[str] = []
+    lengths: set[str] = set()
+    connection: list[str] = []
+    for name, value in headers:
+        size = len(name)
+        if size == 14 and name.lower() == "content-length":
+            lengths.add(value)
+        elif size == 17 and name.lower() == "transfer-encoding":
+            encodings += [t.strip().lower() for t in value.split(",") if t.strip()]
+        elif size == 10 and name.lower() == "connection":
+            connection += [t.strip().lower() for t in value.split(",") if t.strip()]
+    if lengths and (len(lengths) != 1 or not next(iter(lengths)).isdigit()):
+        raise FramingError(f"malformed {kind}: bad Content-Length")
+    if encodings:
+        if encodings[-1] != "chunked":
+            return Framing(None), connection
+        return Framing(None, chunked=True), connection
+    if lengths:
+        return Framing(int(next(iter(lengths)))), connection
+    return Framing(None), connection
+
+
+class RequestHead(NamedTuple):
+    """A parsed request head."""
+
+    method: str
+    target: str
+    version: str  # "HTTP/1.1" or "HTTP/1.0"
+    headers: list[tuple[str, str]]
+    framing: Framing
+    keep_alive: bool
+
+    def get(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for n, v in self.headers if n.lower() == lowered), None)
+
+
+def parse_request_head(raw: bytes) -> RequestHead:
+    """Parse a request head (without its final blank line); raises FramingError."""
+    lines, ascii_only = _split_head(raw, "request")
+    while lines and lines[0] == "":
+        lines.pop(0)  # RFC 9112 2.2: ignore empty lines before the request line
+    if not lines:
+        raise FramingError("malformed request line")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[1] or not _TOKEN.fullmatch(parts[0]):
+        raise FramingError("malformed request line")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        if version.startswith("HTTP/"):
+            raise FramingError("unsupported HTTP version", 505)
+        raise FramingError("malformed HTTP version")
+    headers = _fields(lines[1:], "request", ascii_only)
+    framing, connection = _framing(headers, "request")
+    lowered = [n.lower() for n, _ in headers]
+    if "transfer-encoding" in lowered:
+        if "content-length" in lowered:
+            raise FramingError("both Transfer-Encoding and Content-Length")
+        if not framing.chunked:
+            raise FramingError("unsupported transfer encoding", 501)
+    elif framing.length is None:
+        framing = Framing(0)  # RFC 9112 6.3: a request without either has no body
+    hosts = lowered.count("host")
+    if hosts > 1 or (hosts == 0 and version == "HTTP/1.1"):
+        raise FramingError("missing required Host header" if not hosts else "too many Host headers")
+    # HTTP/1.1 keeps the connection unless told to close; 1.0 closes unless told not to.
+    keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
+    return RequestHead(method, target, version, headers, framing, keep_alive)
+
+
+class Head(NamedTuple):
     """A parsed response head."""
 
     status: int
@@ -62,61 +207,31 @@ class Head:
 
 
 def parse_head(raw: bytes, method: str) -> Head:
-    """Parse a response head (without its final blank line)."""
-    text = raw.decode("latin-1")
-    lines = text.split("\r\n")
-    if any("\n" in line for line in lines):
-        raise FramingError("malformed HTTP response: bare LF")
+    """Parse a response head (without its final blank line) to a ``method`` request."""
+    lines, ascii_only = _split_head(raw, "HTTP response")
     status_line = lines[0]
     version, _, rest = status_line.partition(" ")
     code, _, reason = rest.partition(" ")
     if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
         raise FramingError(f"malformed HTTP response {status_line[:60]!r}")
-    headers: list[tuple[str, str]] = []
-    connection: list[str] = []
-    encodings: list[str] = []
-    lengths: set[str] = set()
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep or not name or name[0] in " \t" or name[-1] in " \t":
-            raise FramingError("malformed HTTP response header")
-        value = value.strip(" \t")
-        if not value.isascii():
-            # Header bytes are opaque; UTF-8 is what the API server writes, if anything.
-            value = value.encode("latin-1").decode("utf-8", "replace")
-        headers.append((name, value))
-        lowered = name.lower()
-        if lowered == "content-length":
-            lengths.add(value)
-        elif lowered == "transfer-encoding":
-            encodings.append(value.lower())
-        elif lowered == "connection":
-            connection += [token.strip().lower() for token in value.split(",")]
+    headers = _fields(lines[1:], "HTTP response", ascii_only)
+    framing, connection = _framing(headers, "HTTP response")
     status = int(code)
     close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
-    chunked = False
-    content_length: int | None = None
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         # The framing is empty; a Content-Length header still describes the resource
         # and is passed on as is.
-        content_length = 0
-    elif encodings:
-        # RFC 9112 6.3: chunked must be last; anything else is read until close.
-        chunked = encodings[-1].split(",")[-1].strip() == "chunked"
-        if not chunked:
-            close = True
-    elif lengths:
-        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
-            raise FramingError("malformed HTTP response: bad Content-Length")
-        content_length = int(next(iter(lengths)))
-    else:
+        return Head(status, reason, headers, 0, False, close)
+    if framing.until_close:
         close = True  # the body ends when the connection does
-    return Head(status, reason, headers, content_length, chunked, close)
+    return Head(status, reason, headers, framing.length, framing.chunked, close)
+
+
+# --- bodies ----------------------------------------------------------------------------
 
 
 class _State(Enum):
-    HEAD = "head"
-    BODY = "body"
+    LENGTH = "length"
     CHUNK_SIZE = "chunk-size"
     CHUNK_DATA = "chunk-data"
     CHUNK_CRLF = "chunk-crlf"
@@ -125,174 +240,175 @@ class _State(Enum):
     DONE = "done"
 
 
-@dataclass(frozen=True)
-class HeadEvent:
-    head: Head
+class BodyDecoder:
+    """Turns the bytes of one body into its data, and says where it ends.
 
-
-@dataclass(frozen=True)
-class DataEvent:
-    data: bytes
-
-
-@dataclass(frozen=True)
-class EndEvent:
-    """The response is complete; ``tail`` holds bytes received after it."""
-
-    tail: bytes
-
-
-Event = HeadEvent | DataEvent | EndEvent
-
-
-class ResponseReader:
-    """Turns the bytes of one response into events.
-
-    Feed bytes with :meth:`feed` (any split), then :meth:`feed_eof` when the
-    connection closes. Informational (1xx) responses other than 101 are skipped.
+    :meth:`feed` returns the data found and, once the body is complete, the bytes that
+    followed it (``None`` while it is not). Trailer fields are read and dropped, as
+    Go's reverse proxy does by default.
     """
 
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self._state = _State.HEAD
+    def __init__(self, framing: Framing) -> None:
         self._buffer = bytearray()
         self._remaining = 0
-        self.head: Head | None = None
+        if framing.chunked:
+            self._state = _State.CHUNK_SIZE
+        elif framing.length is not None:
+            self._remaining = framing.length
+            self._state = _State.LENGTH if framing.length else _State.DONE
+        else:
+            self._state = _State.UNTIL_CLOSE
 
     @property
     def done(self) -> bool:
         return self._state is _State.DONE
 
-    @property
-    def started(self) -> bool:
-        """Whether any byte of the response arrived."""
-        return bool(self._buffer) or self._state is not _State.HEAD
-
-    def feed(self, data: bytes) -> Iterator[Event]:
-        if self._state is _State.DONE:
-            self._buffer += data
-            return
-        if self._state is _State.HEAD and not self._buffer:
-            # The common case, a whole small answer in one read: no buffer copies.
-            end = data.find(b"\r\n\r\n")
-            if end >= 0:
-                head = parse_head(data[:end], self.method)
-                length = head.content_length
-                if length is not None and not head.chunked and head.status >= 200:
-                    body = data[end + 4 :]
-                    if len(body) == length:
-                        self.head = head
-                        self._state = _State.DONE
-                        yield HeadEvent(head)
-                        if body:
-                            yield DataEvent(body)
-                        yield EndEvent(b"")
-                        return
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
+        state = self._state
+        if state is _State.DONE:
+            return [], data
+        if state is _State.UNTIL_CLOSE:
+            return ([data] if data else []), None
+        if state is _State.LENGTH and not self._buffer:
+            # Plain bodies need no buffer at all.
+            if len(data) < self._remaining:
+                self._remaining -= len(data)
+                return ([data] if data else []), None
+            piece, rest = data[: self._remaining], data[self._remaining :]
+            self._remaining = 0
+            self._state = _State.DONE
+            return ([piece] if piece else []), rest
         self._buffer += data
+        return self._chunked()
+
+    def _chunked(self) -> tuple[list[bytes], bytes | None]:
+        out: list[bytes] = []
+        buffer = self._buffer
         while True:
             state = self._state
-            if state is _State.HEAD:
-                end = self._buffer.find(b"\r\n\r\n")
-                if end < 0:
-                    if len(self._buffer) > MAX_HEAD:
-                        raise FramingError("HTTP response head too long")
-                    return
-                head = parse_head(bytes(self._buffer[:end]), self.method)
-                del self._buffer[: end + 4]
-                if 100 <= head.status < 200 and head.status != 101:
-                    continue  # 100 Continue and friends: wait for the real answer
-                self.head = head
-                yield HeadEvent(head)
-                if head.status == 101:
-                    self._state = _State.DONE
-                elif head.chunked:
-                    self._state = _State.CHUNK_SIZE
-                elif head.content_length is not None:
-                    self._remaining = head.content_length
-                    self._state = _State.BODY
-                else:
-                    self._state = _State.UNTIL_CLOSE
-                continue
-            if state is _State.BODY:
-                if self._remaining == 0:
-                    self._state = _State.DONE
-                    continue
-                if not self._buffer:
-                    return
-                take = min(self._remaining, len(self._buffer))
-                piece = bytes(self._buffer[:take])
-                del self._buffer[:take]
-                self._remaining -= take
-                yield DataEvent(piece)
-                continue
             if state is _State.CHUNK_SIZE:
-                end = self._buffer.find(b"\r\n")
+                end = buffer.find(b"\r\n")
                 if end < 0:
-                    if len(self._buffer) > MAX_CHUNK_LINE:
+                    if len(buffer) > MAX_CHUNK_LINE:
                         raise FramingError("malformed chunked encoding")
-                    return
-                line = bytes(self._buffer[:end]).split(b";", 1)[0].strip()
-                del self._buffer[: end + 2]
-                try:
-                    size = int(line, 16)
-                except ValueError:
-                    raise FramingError("malformed chunked encoding") from None
-                if size < 0:
+                    return out, None
+                line = bytes(buffer[:end]).split(b";", 1)[0].strip(b" \t")
+                del buffer[: end + 2]
+                if not line or any(c not in b"0123456789abcdefABCDEF" for c in line):
                     raise FramingError("malformed chunked encoding")
+                size = int(line, 16)
                 if size == 0:
                     self._state = _State.TRAILER
                 else:
                     self._remaining = size
                     self._state = _State.CHUNK_DATA
-                continue
-            if state is _State.CHUNK_DATA:
-                if not self._buffer:
-                    return
-                take = min(self._remaining, len(self._buffer))
-                piece = bytes(self._buffer[:take])
-                del self._buffer[:take]
+            elif state is _State.CHUNK_DATA:
+                if not buffer:
+                    return out, None
+                take = min(self._remaining, len(buffer))
+                out.append(bytes(buffer[:take]))
+                del buffer[:take]
                 self._remaining -= take
                 if self._remaining == 0:
                     self._state = _State.CHUNK_CRLF
-                yield DataEvent(piece)
-                continue
-            if state is _State.CHUNK_CRLF:
-                if len(self._buffer) < 2:
-                    return
-                if self._buffer[:2] != b"\r\n":
+            elif state is _State.CHUNK_CRLF:
+                if len(buffer) < 2:
+                    return out, None
+                if buffer[:2] != b"\r\n":
                     raise FramingError("malformed chunked encoding")
-                del self._buffer[:2]
+                del buffer[:2]
                 self._state = _State.CHUNK_SIZE
-                continue
-            if state is _State.TRAILER:
-                end = self._buffer.find(b"\r\n")
+            elif state is _State.TRAILER:
+                end = buffer.find(b"\r\n")
                 if end < 0:
-                    if len(self._buffer) > MAX_HEAD:
+                    if len(buffer) > MAX_HEAD:
                         raise FramingError("malformed chunked trailer")
-                    return
-                del self._buffer[: end + 2]
+                    return out, None
+                del buffer[: end + 2]
                 if end == 0:
                     self._state = _State.DONE
-                continue  # trailer fields are dropped, as Go's proxy does by default
-            if state is _State.UNTIL_CLOSE:
-                if self._buffer:
-                    piece = bytes(self._buffer)
-                    self._buffer.clear()
-                    yield DataEvent(piece)
-                return
-            # DONE
-            yield EndEvent(bytes(self._buffer))
-            self._buffer.clear()
-            return
+                    rest = bytes(buffer)
+                    buffer.clear()
+                    return out, rest
+            else:  # LENGTH with buffered bytes (never happens) or DONE
+                rest = bytes(buffer)
+                buffer.clear()
+                return out, rest
 
-    def feed_eof(self) -> Iterator[Event]:
-        """The connection closed: the end of a read-until-close body, else an error."""
+    def feed_eof(self) -> None:
+        """The connection closed: fine for a body read until close, else an error."""
         if self._state is _State.UNTIL_CLOSE:
             self._state = _State.DONE
-            yield EndEvent(b"")
+        elif self._state is not _State.DONE:
+            raise FramingError("unexpected EOF")
+
+
+class ResponseReader:
+    """Reads one response: :meth:`feed` bytes (any split), get the head, then data.
+
+    Informational (1xx) answers other than 101 are skipped. After a 101 the reader is
+    done, and the bytes after the head are the upgraded stream's.
+    """
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.head: Head | None = None
+        self._head_buffer = bytearray()
+        self._body: BodyDecoder | None = None
+        self.done = False
+        #: Bytes received after the end of the response.
+        self.tail = b""
+
+    @property
+    def started(self) -> bool:
+        """Whether any byte of the response arrived."""
+        return self.head is not None or bool(self._head_buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Feed bytes; returns body data. Check :attr:`head` and :attr:`done` after."""
+        if self.done:
+            self.tail += data
+            return []
+        body = self._body
+        if body is None:
+            buffer = self._head_buffer
+            if buffer:
+                buffer += data
+                data = bytes(buffer)
+            while True:
+                end = data.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(data) > MAX_HEAD:
+                        raise FramingError("HTTP response head too long")
+                    self._head_buffer = bytearray(data)
+                    return []
+                head = parse_head(data[:end], self.method)
+                data = data[end + 4 :]
+                if 100 <= head.status < 200 and head.status != 101:
+                    continue  # 100 Continue and friends: wait for the real answer
+                break
+            self._head_buffer = bytearray()
+            self.head = head
+            if head.status == 101:
+                self.done = True
+                self.tail = data
+                return []
+            body = self._body = BodyDecoder(Framing(head.content_length, head.chunked))
+            if body.done:
+                self.done = True
+                self.tail = data
+                return []
+        pieces, rest = body.feed(data)
+        if rest is not None:
+            self.done = True
+            self.tail = rest
+        return pieces
+
+    def feed_eof(self) -> None:
+        """The connection closed; raises FramingError unless that ends the response."""
+        if self.done:
             return
-        if self._state is _State.DONE:
-            return
-        if self._state is _State.HEAD and not self._buffer:
-            raise FramingError("EOF")
-        raise FramingError("unexpected EOF")
+        if self._body is None:
+            raise FramingError("EOF" if not self._head_buffer else "unexpected EOF")
+        self._body.feed_eof()
+        self.done = True

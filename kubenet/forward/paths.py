@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 # RFC 3986 pchar minus "%": what may stay literal in a path segment when re-encoding.
@@ -127,8 +128,7 @@ class RouteKind(Enum):
     NOT_FOUND = "not-found"
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     """Where a canonical path goes.
 
     ``path``: for API, the path to forward (may be empty: the upstream root); for

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .front import FrontServer
 from .server import ApiProxy
 
-#: Longest request line or header line accepted from clients.
-MAX_LINE = 65536
 #: How long the access log may hold lines before writing them out.
 ACCESS_LOG_FLUSH_SECONDS = 1.0
 
@@ -134,6 +133,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     sock: socket.socket | None = None,
     handle_signals: bool = True,
+    idle_timeout: float = 300.0,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or ``stop``), then shut down gracefully.
 
@@ -148,25 +148,16 @@ async def serve(
         if listener.tls_cert_file and listener.tls_key_file
         else None
     )
-    # aiohttp's low-level server: the proxy routes every request itself, so the
-    # Application layer (router, middlewares, signals) would only add cost per request.
-    runner = web.ServerRunner(
-        web.Server(
-            proxy.handle,
-            handler_cancellation=True,
-            max_line_size=MAX_LINE,
-            max_field_size=MAX_LINE,
-        ),
-        handle_signals=False,
-        shutdown_timeout=grace,
-        access_log=None,
-    )
+    front = FrontServer(proxy.handle, idle_timeout=idle_timeout)
+    server: asyncio.Server | None = None
     metrics_runner: web.AppRunner | None = None
     installed: list[signal.Signals] = []
     flusher: asyncio.Task[None] | None = None
+    sweeper: asyncio.Task[None] | None = None
     try:
-        await runner.setup()
-        await web.SockSite(runner, listening, ssl_context=tls, backlog=listener.backlog).start()
+        server = await loop.create_server(
+            front.protocol, sock=listening, ssl=tls, backlog=listener.backlog
+        )
         if metrics_address:
             host, port = parse_hostport(metrics_address)
             metrics_runner = web.AppRunner(metrics_application(proxy), access_log=None)
@@ -178,25 +169,32 @@ async def serve(
                 installed.append(signum)
         if proxy.access_log is not None:
             flusher = asyncio.ensure_future(_flush_periodically(proxy))
+        sweeper = asyncio.ensure_future(front.sweep_idle())
         if ready is not None:
             ready(format_address(listening))
         await stop.wait()
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
-        # Stop accepting, end the watches, give the rest up to `grace` to finish,
-        # cancel what is left, then close the upstream pools.
-        for site in list(runner.sites):
-            await site.stop()
+        # Stop accepting, end the watches, give the rest up to `grace` to finish, cut
+        # off what is left, then close the upstream pools.
+        if server is not None:
+            server.close()
+        else:
+            listening.close()
+        front.start_closing()
         await proxy.end_streams()
-        await runner.cleanup()
+        await front.wait_closed(grace)
+        if server is not None:
+            await server.wait_closed()
         await proxy.close()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
-        if flusher is not None:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+        for task in (flusher, sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if proxy.access_log is not None:
             proxy.access_log.close()
         if listener.unix_socket:

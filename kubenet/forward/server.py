@@ -1,6 +1,6 @@
-"""The proxy as an aiohttp application: kubectl proxy's answers, request by request.
+"""The proxy core: kubectl proxy's answers, request by request.
 
-For each request, in this order:
+For each request (an :class:`~kubenet.forward.front.Exchange`), in this order:
 
 1. ``--auth-token-file``: no accepted bearer token -> 401 ``Unauthorized``.
 2. Path normalisation (:mod:`kubenet.forward.paths`): refused -> 400, not canonical ->
@@ -13,9 +13,9 @@ For each request, in this order:
    - an upgrade (``Connection: upgrade`` with an ``Upgrade`` header) is dialled on its
      own connection and, once the API server answers 101, relayed as raw bytes both
      ways until either side closes; or
-   - the request is sent over the cluster's pooled connections, and the answer
-     streamed back chunk by chunk as it arrives (a watch event reaches the client as
-     soon as the API server sends it; memory stays bounded for any body size).
+   - the request goes out on the cluster's pooled connections and the answer comes
+     back chunk by chunk as it arrives (a watch event reaches the client as soon as
+     the API server sends it; memory stays bounded for any body size).
    An API server that cannot be reached -> 500 with the error text, as upstream.
 
 Every exchange ends with one access-log line and one metrics observation.
@@ -28,15 +28,11 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
-
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
 
 from .clientauth import ClientTokens
 from .credentials import CredentialsError
 from .filter import FilterRules, host_of, is_upgrade_request
+from .front import ClientGone, ClientStream, Exchange
 from .headers import client_response_headers, upstream_request_headers
 from .observe import AccessLog, ProxyMetrics
 from .paths import (
@@ -51,7 +47,7 @@ from .paths import (
 from .static import StaticFiles
 from .upstream import Upstream, UpstreamError, UpstreamResponse
 
-#: Bytes read from a client or an upgraded stream at a time.
+#: Bytes read from an upgraded stream at a time.
 CHUNK = 64 * 1024
 #: Filter verdicts remembered (method, path, Host, upgrade) before starting over.
 VERDICT_CACHE = 4096
@@ -61,6 +57,8 @@ SMALL_BODY = 256 * 1024
 MAX_ERROR_BODY = 1024 * 1024
 
 _NO_BODY_STATUS = frozenset({204, 304})
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+_NOSNIFF = ("X-Content-Type-Options", "nosniff")
 
 
 @dataclass(frozen=True)
@@ -77,91 +75,50 @@ class ProxyConfig:
     user_agent: str = "api-proxy"
 
 
-def plain(status: int, text: str, headers: dict[str, str] | None = None) -> web.Response:
+async def send_plain(
+    exchange: Exchange, status: int, text: str, extra: Sequence[tuple[str, str]] = ()
+) -> None:
     """Go's ``http.Error``: text/plain, nosniff, the text and a newline."""
-    extra = {"X-Content-Type-Options": "nosniff", **(headers or {})}
-    return web.Response(
-        status=status, text=text + "\n", content_type="text/plain", charset="utf-8", headers=extra
-    )
+    await exchange.send(status, [_TEXT, _NOSNIFF, *extra], (text + "\n").encode())
 
 
-def redirect(location: str) -> web.Response:
+async def send_redirect(exchange: Exchange, location: str) -> None:
     """Go's ``http.Redirect`` with 301."""
-    return web.Response(
-        status=301,
-        text=f'<a href="{location}">Moved Permanently</a>.\n\n',
-        content_type="text/html",
-        charset="utf-8",
-        headers={"Location": location},
-    )
-
-
-class _RawFeed:
-    """Receives a client's bytes after an upgrade (aiohttp's payload-parser slot)."""
-
-    def __init__(self, stream: aiohttp.StreamReader) -> None:
-        self._stream = stream
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        self._stream.feed_data(data)
-        return False, b""
-
-    def feed_eof(self) -> None:
-        self._stream.feed_eof()
-
-
-@dataclass(slots=True)
-class _Exchange:
-    """What the access log and metrics need to know about one request."""
-
-    cluster: str | None = None
-    status: int = 0
-    nbytes: int = 0
+    body = f'<a href="{location}">Moved Permanently</a>.\n\n'.encode()
+    headers = [("Content-Type", "text/html; charset=utf-8"), ("Location", location)]
+    await exchange.send(301, headers, body)
 
 
 @dataclass(eq=False)
-class _Stream:
+class _Watch:
     """A watch being relayed, so shutdown can end it cleanly."""
 
     response: UpstreamResponse
     ended_by_proxy: bool = False
 
 
-def _client_ip(request: web.BaseRequest) -> str | None:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    if isinstance(peer, tuple) and peer:
-        return str(peer[0])
-    return None
-
-
-def _host_header(request: web.BaseRequest) -> str:
-    # An absolute-form request target carries the host, and Go takes it from there.
-    target = request.raw_path
+def _split_target(target: str) -> tuple[str, str, str | None]:
+    """(path, query, authority): an absolute-form target carries the host, as in Go."""
+    authority = None
     if not target.startswith("/") and "://" in target:
-        authority = target.split("://", 1)[1].split("/", 1)[0]
-        return authority.rsplit("@", 1)[-1]
-    return request.headers.get("Host", "")
-
-
-def _parse_head(head: bytes) -> tuple[int, str, list[tuple[str, str]]]:
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    status = int(parts[1])
-    reason = parts[2] if len(parts) > 2 else ""
-    headers = []
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, _, value = line.partition(":")
-        headers.append((name.strip(), value.strip()))
-    return status, reason, headers
+        rest = target.split("://", 1)[1]
+        slash = rest.find("/")
+        query_mark = rest.find("?")
+        end = min(i for i in (slash, query_mark, len(rest)) if i >= 0)
+        authority = rest[:end].rsplit("@", 1)[-1]
+        target = rest[end:]
+        if not target.startswith("/"):
+            target = "/" + target
+    path, _, query = target.partition("?")
+    path = path.split("#", 1)[0]
+    return path, query, authority
 
 
 class ApiProxy:
     """kubectl proxy's request handling over one or more upstream clusters.
 
     ``upstreams``: one, or (with ``config.multi_cluster``) several, keyed by their
-    context name. Embed with :meth:`application`, or use :func:`kubenet.forward.serve`.
+    context name. Serve it with :func:`kubenet.forward.serve`.
     """
 
     def __init__(
@@ -187,25 +144,9 @@ class ApiProxy:
         self.static = StaticFiles(config.www) if config.www else None
         self.access_log = access_log
         self.metrics = metrics or ProxyMetrics()
-        self._streams: set[_Stream] = set()
+        self._watches: set[_Watch] = set()
         self._stopping = False
         self._verdicts: dict[tuple[str, str, str, bool], bool] = {}
-
-    # --- embedding -----------------------------------------------------------------
-
-    def application(self) -> web.Application:
-        """An aiohttp application answering every path with :meth:`handle`."""
-        app = web.Application(handler_args={"max_field_size": 65536, "max_line_size": 65536})
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        app.on_shutdown.append(self._on_shutdown)
-        app.on_cleanup.append(self._on_cleanup)
-        return app
-
-    async def _on_shutdown(self, _app: web.Application) -> None:
-        await self.end_streams()
-
-    async def _on_cleanup(self, _app: web.Application) -> None:
-        await self.close()
 
     async def end_streams(self) -> None:
         """End every open watch cleanly (a complete chunked body), for shutdown.
@@ -213,9 +154,9 @@ class ApiProxy:
         Other requests are left to finish on their own.
         """
         self._stopping = True
-        for stream in list(self._streams):
-            stream.ended_by_proxy = True
-            stream.response.end()
+        for watch in list(self._watches):
+            watch.ended_by_proxy = True
+            watch.response.end()
 
     async def close(self) -> None:
         for upstream in self.upstreams.values():
@@ -223,95 +164,92 @@ class ApiProxy:
         if self.access_log is not None:
             self.access_log.flush()
 
-    # --- one request ---------------------------------------------------------------
+    # --- one request -------------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, exchange: Exchange) -> None:
         start = time.time() if self.access_log is not None else 0.0
         began = time.perf_counter()
-        exchange = _Exchange()
-        self.metrics.inflight.inc()
+        cluster: list[str | None] = [None]
+        self.metrics.begin()
         try:
-            response = await self._dispatch(request, exchange)
-            if not response.prepared:
-                await response.prepare(request)
-                await response.write_eof()
-                exchange.status = response.status
-                if isinstance(response, web.Response) and response.body is not None:
-                    exchange.nbytes = len(cast(bytes, response.body))
-                else:
-                    exchange.nbytes = response.content_length or 0
-            return response
-        except ConnectionResetError:
-            # The client went away mid-answer. aiohttp treats a connection error while
-            # sending as "client gone" and stays quiet about it.
-            return web.Response(status=exchange.status or 499)
+            await self._dispatch(exchange, cluster)
         finally:
-            self.metrics.inflight.dec()
             duration = time.perf_counter() - began
-            self.metrics.observe(
-                exchange.cluster, request.method, exchange.status, exchange.nbytes, duration
-            )
+            status = exchange.status if exchange.started else 499
+            self.metrics.observe(cluster[0], exchange.method, status, exchange.body_bytes, duration)
             if self.access_log is not None:
                 self.access_log.record(
                     start,
-                    request.method,
-                    request.rel_url.raw_path,
-                    exchange.status,
-                    exchange.nbytes,
+                    exchange.method,
+                    exchange.target.partition("?")[0],
+                    status,
+                    exchange.body_bytes,
                     duration,
-                    exchange.cluster,
+                    cluster[0],
                 )
 
-    async def _dispatch(self, request: web.BaseRequest, exchange: _Exchange) -> web.StreamResponse:
+    async def _dispatch(self, exchange: Exchange, cluster: list[str | None]) -> None:
         tokens = self.config.client_tokens
-        if tokens is not None and not tokens.allows(request.headers.get("Authorization")):
+        if tokens is not None and not tokens.allows(exchange.header("Authorization")):
             self.metrics.rejected.labels("auth").inc()
-            return plain(401, "Unauthorized", {"WWW-Authenticate": 'Bearer realm="api-proxy"'})
-        url = request.rel_url
-        query = url.raw_query_string
+            await send_plain(
+                exchange, 401, "Unauthorized", [("WWW-Authenticate", 'Bearer realm="api-proxy"')]
+            )
+            return
+        raw_path, query, authority = _split_target(exchange.target)
         try:
-            canonical = normalise(url.raw_path, query)
+            canonical = normalise(raw_path, query)
         except PathRefused as exc:
             self.metrics.rejected.labels("path").inc()
-            return plain(400, f"Bad Request: {exc}")
+            await send_plain(exchange, 400, f"Bad Request: {exc}")
+            return
         if isinstance(canonical, Redirect):
-            return redirect(canonical.location)
+            await send_redirect(exchange, canonical.location)
+            return
         route = self.router.route(canonical.path, query)
         if route.kind is RouteKind.NOT_FOUND:
-            return plain(404, "404 page not found")
+            await send_plain(exchange, 404, "404 page not found")
+            return
         if route.kind is RouteKind.REDIRECT:
-            return redirect(route.path)
+            await send_redirect(exchange, route.path)
+            return
         if route.kind is RouteKind.STATIC:
             assert self.static is not None
-            return await self.static.respond(request, route.path)
+            await self.static.respond(exchange, route.path)
+            return
 
-        upstream = self._single or self.upstreams[cast(str, route.cluster)]
-        exchange.cluster = upstream.name
-        upgrade = is_upgrade_request(request.headers.items())
+        upstream = self._single or self.upstreams[route.cluster or ""]
+        cluster[0] = upstream.name
+        upgrade = is_upgrade_request(exchange.headers)
         rules = self.config.rules
         if rules is not None:
-            key = (request.method, route.path, _host_header(request), upgrade)
+            host = authority if authority is not None else exchange.header("Host") or ""
+            key = (exchange.method, route.path, host, upgrade)
             accepted = self._verdicts.get(key)
             if accepted is None:
-                accepted = rules.accepts(key[0], key[1], host_of(key[2]), upgrade)
+                accepted = rules.accepts(exchange.method, route.path, host_of(host), upgrade)
                 # The same few paths come again and again; keep their verdicts (bounded).
                 if len(self._verdicts) >= VERDICT_CACHE:
                     self._verdicts.clear()
                 self._verdicts[key] = accepted
             if not accepted:
                 self.metrics.rejected.labels("filter").inc()
-                return plain(403, "Forbidden")
-        forwarded = route.path if canonical.plain else encode_path(route.path)
-        if upgrade and "Upgrade" in request.headers:
-            return await self._relay_upgrade(request, upstream, forwarded, exchange)
-        return await self._forward(request, upstream, route.path, forwarded, exchange)
+                await send_plain(exchange, 403, "Forbidden")
+                return
+        forwarded = upstream.target(
+            route.path if canonical.plain else encode_path(route.path), query
+        )
+        if upgrade and exchange.header("Upgrade"):
+            await self._relay_upgrade(exchange, upstream, forwarded)
+        else:
+            await self._forward(exchange, upstream, forwarded, is_watch(route.path, query))
 
     def _headers(
-        self, request: web.BaseRequest, upstream: Upstream, authorization: str | None, upgrade: bool
+        self, exchange: Exchange, upstream: Upstream, authorization: str | None, upgrade: bool
     ) -> list[tuple[str, str]]:
         return upstream_request_headers(
-            list(request.headers.items()),
-            client_ip=_client_ip(request),
+            exchange.headers,
+            client_ip=exchange.peer,
             authorization=authorization,
             impersonation=upstream.credentials.impersonation,
             user_agent=self.config.user_agent,
@@ -320,160 +258,129 @@ class ApiProxy:
         )
 
     async def _forward(
-        self,
-        request: web.BaseRequest,
-        upstream: Upstream,
-        path: str,
-        forwarded: str,
-        exchange: _Exchange,
-    ) -> web.StreamResponse:
-        query = request.rel_url.raw_query_string
+        self, exchange: Exchange, upstream: Upstream, target: str, watch: bool
+    ) -> None:
         try:
             auth = await upstream.credentials.auth()
         except CredentialsError as exc:
             self.metrics.upstream_errors.labels(upstream.name).inc()
-            return plain(500, str(exc))
-        headers = self._headers(request, upstream, auth.authorization, upgrade=False)
-        body = request.content.iter_any() if request.can_read_body else None
-        if body is not None and request.headers.get("Expect", "").lower() == "100-continue":
-            # The client waits for this before sending its body (RFC 9110 10.1.1).
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await send_plain(exchange, 500, str(exc))
+            return
+        headers = self._headers(exchange, upstream, auth.authorization, upgrade=False)
+        body = exchange.body() if exchange.has_body else None
         try:
             answer = await upstream.send(
-                request.method,
-                upstream.target(forwarded, query),
-                headers,
-                auth,
-                body,
-                request.content_length if body is not None else None,
+                exchange.method, target, headers, auth, body, exchange.content_length
             )
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(upstream.name).inc()
-            return plain(500, str(exc))
-        stream = _Stream(answer) if is_watch(path, query) else None
+            await send_plain(exchange, 500, str(exc))
+            return
+        tracked = _Watch(answer) if watch else None
         try:
             if answer.status == 401:
                 upstream.credentials.unauthorized(auth)
-            length = answer.content_length
-            if (
-                stream is None
-                and length is not None
-                and length <= SMALL_BODY
-                and request.method != "HEAD"
-                and answer.status not in _NO_BODY_STATUS
-            ):
-                return await self._whole(request, answer, exchange)
-            response = web.StreamResponse(status=answer.status, reason=answer.reason)
-            for name, value in client_response_headers(answer.headers):
-                response.headers.add(name, value)
-            exchange.status = answer.status
-            if stream is not None:
-                if self._stopping:
-                    stream.ended_by_proxy = True
-                    answer.end()
-                self._streams.add(stream)
-                self.metrics.open_streams.labels("watch").inc()
-            await response.prepare(request)
-            try:
-                async for data in answer:
-                    exchange.nbytes += len(data)
-                    await response.write(data)
-            except UpstreamError:
-                # The API server broke off mid-body: so does the proxy, as Go's reverse
-                # proxy does, rather than pretend the body is complete.
-                self.metrics.upstream_errors.labels(upstream.name).inc()
-                response.force_close()
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            await response.write_eof()
-            return response
+            await self._answer(exchange, upstream, answer, tracked)
         finally:
-            if stream is not None:
-                self._streams.discard(stream)
+            if tracked is not None and tracked in self._watches:
+                self._watches.discard(tracked)
                 self.metrics.open_streams.labels("watch").dec()
             answer.release()
 
-    async def _whole(
-        self, request: web.BaseRequest, answer: UpstreamResponse, exchange: _Exchange
-    ) -> web.StreamResponse:
-        """A small answer of known length: read it, then send head and body in one write."""
-        try:
-            body = await answer.read()
-        except UpstreamError:
-            # Broken off mid-body: break off too (see _forward).
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=answer.status)
-        headers = [
-            (n, v)
-            for n, v in client_response_headers(answer.headers)
-            if n.lower() != "content-length"
-        ]
-        exchange.status = answer.status
-        exchange.nbytes = len(body)
-        return web.Response(
-            status=answer.status, reason=answer.reason, body=body, headers=CIMultiDict(headers)
-        )
-
-    async def _relay_upgrade(
+    async def _answer(
         self,
-        request: web.BaseRequest,
+        exchange: Exchange,
         upstream: Upstream,
-        forwarded: str,
-        exchange: _Exchange,
-    ) -> web.StreamResponse:
-        query = request.rel_url.raw_query_string
+        answer: UpstreamResponse,
+        watch: _Watch | None,
+    ) -> None:
+        headers = client_response_headers(answer.headers, drop_length=True)
+        length = answer.content_length
+        if exchange.method == "HEAD" or answer.status in _NO_BODY_STATUS:
+            # No body: the API server's Content-Length describes what a GET would get.
+            declared = answer.head.get("Content-Length") if answer.head else None
+            size = int(declared) if declared is not None and declared.isdigit() else None
+            if answer.status == 204:
+                size = None
+            await exchange.start(answer.status, headers, size, answer.reason)
+            await exchange.end()
+            return
+        if watch is None and length is not None and length <= SMALL_BODY:
+            try:
+                body = await answer.read()
+            except UpstreamError:
+                # Broken off mid-body: break off too, as Go's reverse proxy does,
+                # rather than pretend the body is complete.
+                self.metrics.upstream_errors.labels(upstream.name).inc()
+                exchange.abort()
+                return
+            await exchange.send(answer.status, headers, body, answer.reason)
+            return
+        if watch is not None:
+            self._watches.add(watch)
+            self.metrics.open_streams.labels("watch").inc()
+            if self._stopping:
+                watch.ended_by_proxy = True
+                answer.end()
+        await exchange.start(answer.status, headers, length, answer.reason)
+        try:
+            async for data in answer:
+                await exchange.write(data)
+        except UpstreamError:
+            self.metrics.upstream_errors.labels(upstream.name).inc()
+            exchange.abort()
+            return
+        await exchange.end()
+
+    async def _relay_upgrade(self, exchange: Exchange, upstream: Upstream, target: str) -> None:
         try:
             auth = await upstream.credentials.auth()
         except CredentialsError as exc:
-            return plain(500, str(exc))
-        headers = self._headers(request, upstream, auth.authorization, upgrade=True)
+            await send_plain(exchange, 500, str(exc))
+            return
+        headers = self._headers(exchange, upstream, auth.authorization, upgrade=True)
         try:
-            dialled = await upstream.dial_upgrade(
-                request.method, upstream.target(forwarded, query), headers, auth
-            )
+            dialled = await upstream.dial_upgrade(exchange.method, target, headers, auth)
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(upstream.name).inc()
-            return plain(500, str(exc))
+            await send_plain(exchange, 500, str(exc))
+            return
         try:
-            status, reason, head_headers = _parse_head(dialled.head)
-            if status == 401:
+            if dialled.status == 401:
                 upstream.credentials.unauthorized(auth)
-            if status != 101:
-                if status < 400:
-                    return plain(500, f"invalid upgrade response: status code {status}")
-                return await self._echo_refusal(dialled.reader, status, reason, head_headers)
-            response = web.StreamResponse(status=101, reason=reason or "Switching Protocols")
-            for name, value in head_headers:
-                response.headers.add(name, value)
-            exchange.status = 101
-            # Take the client's bytes before the 101 goes out: aiohttp's own parser only
-            # knows WebSocket upgrades and would read SPDY frames as HTTP.
-            from_client = aiohttp.StreamReader(
-                request.protocol, CHUNK, loop=asyncio.get_running_loop()
-            )
-            cast(Any, request.protocol).set_parser(_RawFeed(from_client))
-            await response.prepare(request)
+            if dialled.status != 101:
+                if dialled.status < 400:
+                    await send_plain(
+                        exchange, 500, f"invalid upgrade response: status code {dialled.status}"
+                    )
+                    return
+                await self._echo_refusal(exchange, dialled.reader, dialled.head)
+                return
+            # The API server's 101 goes to the client byte for byte, then raw bytes flow
+            # both ways until either side closes.
+            from_client = await exchange.switch(dialled.head)
             self.metrics.open_streams.labels("upgrade").inc()
             try:
-                await self._pump(response, from_client, dialled.reader, dialled.writer, exchange)
+                await self._pump(exchange, from_client, dialled.reader, dialled.writer)
             finally:
                 self.metrics.open_streams.labels("upgrade").dec()
-            response.force_close()
-            return response
+            exchange.abort()  # the connection was the stream: it ends with it
         finally:
             dialled.close()
 
     async def _echo_refusal(
-        self,
-        reader: asyncio.StreamReader,
-        status: int,
-        reason: str,
-        headers: list[tuple[str, str]],
-    ) -> web.Response:
+        self, exchange: Exchange, reader: asyncio.StreamReader, head: bytes
+    ) -> None:
         """The API server refused the upgrade: hand its answer to the client."""
-        length = next((v for n, v in headers if n.lower() == "content-length"), None)
+        lines = head.decode("latin-1").split("\r\n")
+        status_line = lines[0].split(" ", 2)
+        status, reason = int(status_line[1]), status_line[2] if len(status_line) > 2 else ""
+        fields = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                fields.append((name.strip(), value.strip()))
+        length = next((v for n, v in fields if n.lower() == "content-length"), None)
         try:
             if length is not None and length.isdigit():
                 body = await asyncio.wait_for(
@@ -483,30 +390,27 @@ class ApiProxy:
                 body = await asyncio.wait_for(reader.read(MAX_ERROR_BODY), 10)
         except (TimeoutError, asyncio.IncompleteReadError, OSError):
             body = b""
-        response = web.Response(status=status, reason=reason or None, body=body)
-        for name, value in client_response_headers(headers):
-            if name.lower() != "content-length":
-                response.headers.add(name, value)
-        response.force_close()
-        return response
+        headers = [
+            (n, v) for n, v in client_response_headers(fields) if n.lower() != "content-length"
+        ]
+        headers.append(("Connection", "close"))
+        await exchange.send(status, headers, body, reason)
 
     async def _pump(
         self,
-        response: web.StreamResponse,
-        from_client: aiohttp.StreamReader,
+        exchange: Exchange,
+        from_client: ClientStream,
         up_reader: asyncio.StreamReader,
         up_writer: asyncio.StreamWriter,
-        exchange: _Exchange,
     ) -> None:
         """Copy raw bytes both ways until either side closes, then close both."""
 
         async def downstream() -> None:
             while data := await up_reader.read(CHUNK):
-                exchange.nbytes += len(data)
-                await response.write(data)
+                await exchange.write_raw(data)
 
         async def upstream() -> None:
-            while data := await from_client.readany():
+            while data := await from_client.read():
                 up_writer.write(data)
                 await up_writer.drain()
 
@@ -517,5 +421,5 @@ class ApiProxy:
             for task in tasks:
                 task.cancel()
             for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
+                with contextlib.suppress(asyncio.CancelledError, ClientGone, Exception):
                     await task

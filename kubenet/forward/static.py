@@ -2,9 +2,10 @@
 
 Behaviour follows Go's ``http.FileServer`` (what kubectl proxy uses): a directory
 without its trailing slash is redirected to it, a directory serves its ``index.html``
-or else a listing, ``.../index.html`` redirects to ``./``, and a missing file is
-``404 page not found``. Ranges, Last-Modified and conditional requests come from
-aiohttp's ``FileResponse``.
+or else a listing, ``.../index.html`` redirects to ``./``, a missing file is
+``404 page not found``; files carry Last-Modified and answer If-Modified-Since with
+304 and a single byte range with 206 (several ranges get the whole file, where Go
+would send a multipart answer).
 
 Unlike ``http.Dir``, a symbolic link is followed only when its target stays inside the
 folder: traversal by ``..`` is already impossible after path normalisation, and this
@@ -13,16 +14,22 @@ closes the other way out.
 
 from __future__ import annotations
 
+import email.utils
 import html
 import mimetypes
 import os
+import re
 from pathlib import Path
 from urllib.parse import quote
 
-from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
-
+from .front import Exchange
 from .paths import encode_path
+
+#: Bytes read from a file at a time.
+CHUNK = 64 * 1024
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+_NOSNIFF = ("X-Content-Type-Options", "nosniff")
 
 
 def resolve_inside(root: Path, relative: str) -> Path | None:
@@ -44,44 +51,6 @@ def resolve_inside(root: Path, relative: str) -> Path | None:
     return real
 
 
-class _FileResponse(web.FileResponse):
-    """aiohttp's file response, safe to prepare twice.
-
-    The proxy prepares every answer itself (to log its size) and aiohttp prepares it
-    again after the handler; a file must not be sent twice.
-    """
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self.prepared:
-            return None
-        return await super().prepare(request)
-
-
-def _file(path: Path) -> web.FileResponse:
-    response = _FileResponse(path)
-    kind, _ = mimetypes.guess_type(path.name)
-    if kind is not None:
-        # Go's mime types give text/* a UTF-8 charset.
-        response.headers["Content-Type"] = (
-            f"{kind}; charset=utf-8" if kind.startswith("text/") else kind
-        )
-    return response
-
-
-def _plain(status: int, text: str) -> web.Response:
-    return web.Response(
-        status=status,
-        text=text,
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"X-Content-Type-Options": "nosniff"},
-    )
-
-
-def _redirect(location: str) -> web.Response:
-    return web.Response(status=301, headers={"Location": location})
-
-
 def directory_listing(folder: Path) -> str:
     """Go's listing: one link per entry, directories with a trailing slash."""
     lines = ['<!doctype html>\n<meta name="viewport" content="width=device-width">\n<pre>\n']
@@ -93,34 +62,120 @@ def directory_listing(folder: Path) -> str:
     return "".join(lines)
 
 
+def content_type(path: Path) -> str:
+    kind, _ = mimetypes.guess_type(path.name)
+    if kind is None:
+        return "application/octet-stream"
+    # Go's mime types give text/* a UTF-8 charset.
+    return f"{kind}; charset=utf-8" if kind.startswith("text/") else kind
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | bool | None:
+    """The single range a Range header asks for: (first, last), None for the whole
+    file (no header, or several ranges), False when it cannot be satisfied."""
+    if not header or "," in header:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first == "":
+        if last == "" or int(last) == 0:
+            return False
+        return max(0, size - int(last)), size - 1
+    start = int(first)
+    if start >= size:
+        return False
+    end = min(int(last), size - 1) if last else size - 1
+    if end < start:
+        return False
+    return start, end
+
+
+async def _plain(exchange: Exchange, status: int, text: str) -> None:
+    await exchange.send(status, [_TEXT, _NOSNIFF], text.encode())
+
+
+async def _redirect(exchange: Exchange, location: str) -> None:
+    await exchange.send(301, [("Location", location)])
+
+
 class StaticFiles:
     """A folder served read-only."""
 
     def __init__(self, folder: str) -> None:
         self.root = Path(folder).resolve()
 
-    async def respond(self, request: web.BaseRequest, relative: str) -> web.StreamResponse:
+    async def respond(self, exchange: Exchange, relative: str) -> None:
         """Answer for ``relative`` (the canonical path after the prefix)."""
-        url_path = request.rel_url.raw_path
+        url_path = exchange.target.partition("?")[0]
         if relative.endswith("/index.html") or relative == "index.html":
-            return _redirect("./")
+            await _redirect(exchange, "./")
+            return
         target = resolve_inside(self.root, relative)
         if target is None:
-            return _plain(404, "404 page not found\n")
+            await _plain(exchange, 404, "404 page not found\n")
+            return
         if target.is_dir():
             if not url_path.endswith("/"):
                 last = relative.rstrip("/").rsplit("/", 1)[-1] or "."
-                return _redirect(encode_path(last) + "/")
+                await _redirect(exchange, encode_path(last) + "/")
+                return
             index = resolve_inside(self.root, relative.rstrip("/") + "/index.html")
             if index is not None and index.is_file():
-                return _file(index)
+                await self._file(exchange, index)
+                return
             try:
                 listing = directory_listing(target)
             except OSError:
-                return _plain(403, "403 Forbidden\n")
-            return web.Response(text=listing, content_type="text/html", charset="utf-8")
+                await _plain(exchange, 403, "403 Forbidden\n")
+                return
+            headers = [("Content-Type", "text/html; charset=utf-8")]
+            await exchange.send(200, headers, listing.encode())
+            return
         if not target.is_file():
-            return _plain(404, "404 page not found\n")
-        if not os.access(target, os.R_OK):
-            return _plain(403, "403 Forbidden\n")
-        return _file(target)
+            await _plain(exchange, 404, "404 page not found\n")
+            return
+        await self._file(exchange, target)
+
+    async def _file(self, exchange: Exchange, path: Path) -> None:
+        try:
+            handle = path.open("rb")
+        except OSError:
+            await _plain(exchange, 403, "403 Forbidden\n")
+            return
+        with handle:
+            st = os.fstat(handle.fileno())
+            size = st.st_size
+            modified = email.utils.formatdate(int(st.st_mtime), usegmt=True)
+            headers = [
+                ("Accept-Ranges", "bytes"),
+                ("Content-Type", content_type(path)),
+                ("Last-Modified", modified),
+            ]
+            since = exchange.header("If-Modified-Since")
+            if since and exchange.header("Range") is None:
+                try:
+                    if int(st.st_mtime) <= email.utils.parsedate_to_datetime(since).timestamp():
+                        await exchange.send(304, [("Last-Modified", modified)])
+                        return
+                except (TypeError, ValueError):
+                    pass
+            wanted = byte_range(exchange.header("Range"), size)
+            if wanted is False:
+                await exchange.send(416, [*headers[:1], ("Content-Range", f"bytes */{size}")])
+                return
+            status, first, count = 200, 0, size
+            if isinstance(wanted, tuple):
+                status, first, count = 206, wanted[0], wanted[1] - wanted[0] + 1
+                headers.append(("Content-Range", f"bytes {wanted[0]}-{wanted[1]}/{size}"))
+            await exchange.start(status, headers, count)
+            handle.seek(first)
+            while count > 0:
+                data = handle.read(min(CHUNK, count))
+                if not data:
+                    exchange.abort()  # the file shrank under us
+                    return
+                count -= len(data)
+                await exchange.write(data)
+            await exchange.end()

@@ -45,11 +45,8 @@ from .credentials import (
 from .http1 import (
     LAST_CHUNK,
     MAX_HEAD,
-    DataEvent,
-    EndEvent,
     FramingError,
     Head,
-    HeadEvent,
     ResponseReader,
     chunk,
     request_head,
@@ -135,6 +132,10 @@ class UpstreamResponse:
         self._conn = conn
         self.reader = ResponseReader(method)
         self.head: Head | None = None
+        #: The head's parts, once it arrived.
+        self.status = 0
+        self.reason = ""
+        self.headers: list[tuple[str, str]] = []
         self._head_ready: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -148,21 +149,6 @@ class UpstreamResponse:
     # -- the head ---------------------------------------------------------------------
 
     @property
-    def status(self) -> int:
-        assert self.head is not None
-        return self.head.status
-
-    @property
-    def reason(self) -> str:
-        assert self.head is not None
-        return self.head.reason
-
-    @property
-    def headers(self) -> list[tuple[str, str]]:
-        assert self.head is not None
-        return self.head.headers
-
-    @property
     def content_length(self) -> int | None:
         """The body length when Content-Length frames it (None: chunked or until close)."""
         assert self.head is not None
@@ -170,21 +156,22 @@ class UpstreamResponse:
 
     # -- fed by the connection --------------------------------------------------------
 
-    def _on_event(self, event: HeadEvent | DataEvent | EndEvent) -> None:
-        if isinstance(event, HeadEvent):
-            self.head = event.head
-            if not self._head_ready.done():
-                self._head_ready.set_result(event.head)
-        elif isinstance(event, DataEvent):
-            if event.data:
-                self._chunks.append(event.data)
-                self._buffered += len(event.data)
-                if self._buffered > HIGH_WATER:
-                    self._conn.pause_reading()
-                self._wake()
-        else:
-            self.complete = True
-            self._wake()
+    def _on_head(self, head: Head) -> None:
+        self.head = head
+        self.status, self.reason, self.headers = head.status, head.reason, head.headers
+        if not self._head_ready.done():
+            self._head_ready.set_result(head)
+
+    def _on_data(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER:
+            self._conn.pause_reading()
+        self._wake()
+
+    def _on_end(self) -> None:
+        self.complete = True
+        self._wake()
 
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
@@ -275,14 +262,22 @@ class _Connection(asyncio.Protocol):
         if exchange is None or exchange.complete:
             self.close()  # nobody asked: the connection is out of step, drop it
             return
+        reader = exchange.reader
+        had_head = reader.head is not None
         try:
-            for event in exchange.reader.feed(data):
-                exchange._on_event(event)
-                if isinstance(event, EndEvent) and event.tail:
-                    self.close()  # bytes after the answer: out of step
+            pieces = reader.feed(data)
         except FramingError as exc:
             exchange._fail(exc)
             self.close()
+            return
+        if not had_head and reader.head is not None:
+            exchange._on_head(reader.head)
+        for piece in pieces:
+            exchange._on_data(piece)
+        if reader.done:
+            exchange._on_end()
+            if reader.tail:
+                self.close()  # bytes after the answer: out of step
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -293,13 +288,14 @@ class _Connection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None and not exchange.complete:
             try:
-                for event in exchange.reader.feed_eof():
-                    exchange._on_event(event)
+                exchange.reader.feed_eof()
             except FramingError as error:
                 if self.uses > 1 and not exchange.reader.started:
                     exchange._fail(_Stale())
                 else:
                     exchange._fail(exc or error)
+            else:
+                exchange._on_end()
         if self._drained is not None and not self._drained.done():
             self._drained.set_exception(exc or ConnectionResetError())
             self._drained.exception()
@@ -323,6 +319,11 @@ class _Connection(asyncio.Protocol):
         if self._reading_paused and self.transport is not None and not self.closed:
             self._reading_paused = False
             self.transport.resume_reading()
+
+    @property
+    def writable(self) -> bool:
+        """Whether a write now goes straight out (open, and not flow-controlled)."""
+        return not self.closed and not self._writing_paused and self.transport is not None
 
     async def write(self, data: bytes) -> None:
         if self.closed or self.transport is None:
@@ -387,16 +388,25 @@ class _Pool:
         self.open: set[_Connection] = set()
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
+    def take_idle(self) -> _Connection | None:
+        """The most recently used idle connection (warmest, least likely stale)."""
+        if not self.idle:
+            return None
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.closed:
+                continue
+            if now - conn.idle_since > self.settings.idle_timeout:
+                conn.close()
+                continue
+            return conn
+        return None
+
     async def acquire(self) -> _Connection:
         while True:
-            now = time.monotonic()
-            while self.idle:
-                conn = self.idle.pop()  # most recently used first: warmest, least stale
-                if conn.closed:
-                    continue
-                if now - conn.idle_since > self.settings.idle_timeout:
-                    conn.close()
-                    continue
+            conn = self.take_idle()
+            if conn is not None:
                 return conn
             if len(self.open) < self.settings.limit:
                 return await self._connect()
@@ -553,15 +563,22 @@ class Upstream:
             out.append(("Transfer-Encoding", "chunked"))
         head = request_head(method, target, self.hostport, out)
         for attempt in range(2):
-            try:
-                conn = await pool.acquire()
-            except (OSError, TimeoutError) as exc:
-                raise UpstreamError(describe_error(exc, self.hostport)) from None
+            # An idle connection is the rule under load: take it without a coroutine.
+            conn = pool.take_idle()
+            if conn is None:
+                try:
+                    conn = await pool.acquire()
+                except (OSError, TimeoutError) as exc:
+                    raise UpstreamError(describe_error(exc, self.hostport)) from None
             exchange = conn.start(method)
             writer: asyncio.Task[None] | None = None
             try:
                 if body is None:
-                    await conn.write(head)
+                    transport = conn.transport
+                    if conn.writable and transport is not None:
+                        transport.write(head)
+                    else:
+                        await conn.write(head)
                     exchange.request_sent = True
                 else:
                     # The body goes out while the answer is awaited: the API server may
@@ -569,9 +586,11 @@ class Upstream:
                     writer = asyncio.ensure_future(
                         self._write_body(conn, exchange, head, body, content_length is None)
                     )
-                waiting = exchange.wait_head()
                 timeout = self.pool.request_timeout
-                await (asyncio.wait_for(waiting, timeout) if timeout > 0 else waiting)
+                if timeout > 0:
+                    await asyncio.wait_for(exchange.wait_head(), timeout)
+                else:
+                    await exchange._head_ready
                 return exchange
             except _Stale:
                 exchange.release()
