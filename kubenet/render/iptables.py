@@ -32,13 +32,18 @@ Choices where upstream depends on the host or on flags we do not have:
 Everything a service port contributes is a function of that port and a
 :class:`RuleContext` (:func:`service_rules`), and the plan records which chains
 belong to which port (:attr:`IptablesPlan.chains_by_service`), so a partial sync
-only has to rewrite the chains of the ports that changed.
+only has to rewrite the chains of the ports that changed: :func:`render` with
+``changed`` does that, as upstream's partial sync (KEP-3453) does. A
+:class:`ServiceRulesCache` keeps each port's rules from one render to the next, so
+that the shared chains, which every sync rewrites whole, cost string joins rather
+than re-rendering every port.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -100,6 +105,11 @@ class IptablesPlan:
     #: The nat chains of each service port, in map order; what a partial sync rewrites
     #: and what the next full sync compares against to delete stale chains.
     chains_by_service: tuple[tuple[ServicePortName, tuple[str, ...]], ...] = field(default=())
+    #: Whether the rules were written in upstream's large cluster mode (no endpoint
+    #: comments): a partial sync must not mix the two spellings.
+    large_cluster: bool = False
+    #: Whether this is a partial sync (only the chains of changed ports are written).
+    partial: bool = False
 
     @property
     def text(self) -> str:
@@ -204,20 +214,70 @@ def endpoint_chain_name(name: ServicePortName, endpoint: Endpoint) -> str:
     return "KUBE-SEP-" + chain_hash(name.upstream + name.protocol.lower() + endpoint.address)
 
 
+class ServiceRulesCache:
+    """Each port's :class:`ServiceRules` from the last render, reused while nothing changed.
+
+    A port's rules depend on the port and the :class:`RuleContext` only, so they are
+    reused when both are the same objects (or equal) as last time. Hand the same cache
+    to every render of one family; it holds only ports of the last map rendered.
+    """
+
+    def __init__(self) -> None:
+        self._ctx: RuleContext | None = None
+        self._rules: dict[ServicePortName, tuple[ServicePort, ServiceRules]] = {}
+        self._next: dict[ServicePortName, tuple[ServicePort, ServiceRules]] = {}
+
+    def begin(self, ctx: RuleContext) -> None:
+        if ctx != self._ctx:
+            self._rules.clear()
+        self._ctx = ctx
+        self._next = {}
+
+    def rules(self, port: ServicePort, ctx: RuleContext) -> ServiceRules:
+        found = self._rules.get(port.name)
+        if found is not None and (found[0] is port or found[0] == port):
+            rules = found[1]
+        else:
+            rules = service_rules(port, ctx)
+        self._next[port.name] = (port, rules)
+        return rules
+
+    def end(self) -> None:
+        self._rules, self._next = self._next, {}
+
+
 def render(
-    service_map: ServiceMap, options: RenderOptions, *, previous: IptablesPlan | None = None
+    service_map: ServiceMap,
+    options: RenderOptions,
+    *,
+    previous: IptablesPlan | None = None,
+    changed: Collection[ServicePortName] | None = None,
+    cache: ServiceRulesCache | None = None,
 ) -> IptablesPlan:
-    """Render ``service_map`` for ``options.ip_family`` as a full sync.
+    """Render ``service_map`` for ``options.ip_family``.
 
     With ``previous`` (the plan last applied), nat chains it created that this plan
     no longer has are flushed and deleted (``-X``), as upstream's full sync does.
+
+    With ``changed`` too, a partial sync: the filter chains and the shared nat chains
+    are written whole, but of the per-service chains only those of the ports named in
+    ``changed`` (which may include ports that are gone); the chains of every other
+    port are neither declared nor written, so ``--noflush`` leaves them as the
+    previous sync made them. Render with ``previous`` and ``changed`` only when
+    ``previous`` was applied and nothing but those ports has changed since, with the
+    same options; if the large cluster mode flips, the plan is a full sync anyway.
     """
     family = options.ip_family
     if previous is not None and previous.family is not family:
         raise ValueError(f"previous plan is {previous.family}, rendering {family}")
     ports = service_map.for_family(family).ports
     total_endpoints = sum(len(port.endpoints) for port in ports)
-    ctx = RuleContext.of(options, large_cluster=total_endpoints > LARGE_CLUSTER_ENDPOINTS)
+    large = total_endpoints > LARGE_CLUSTER_ENDPOINTS
+    ctx = RuleContext.of(options, large_cluster=large)
+    partial = changed is not None and previous is not None and previous.large_cluster == large
+    rewrite = frozenset(changed or ()) if partial else None
+    if cache is not None:
+        cache.begin(ctx)
     mark = f"{options.masquerade_mark:#010x}"  # Go's %#08x pads the digits to 8: 0x00004000
     is_v4 = family is IPFamily.IPV4
 
@@ -248,12 +308,15 @@ def render(
 
     chains_by_service: list[tuple[ServicePortName, tuple[str, ...]]] = []
     for port in ports:
-        rules = service_rules(port, ctx)
+        rules = cache.rules(port, ctx) if cache is not None else service_rules(port, ctx)
         filter_rules.extend(rules.filter_rules)
         nat_rules.extend(rules.entry_rules)
-        nat_chains.extend(rules.chains)
-        nat_rules.extend(rules.chain_rules)
+        if rewrite is None or port.name in rewrite:
+            nat_chains.extend(rules.chains)
+            nat_rules.extend(rules.chain_rules)
         chains_by_service.append((port.name, rules.chains))
+    if cache is not None:
+        cache.end()
 
     nat_rules.extend(_nodeport_entry_rules(options))
 
@@ -292,6 +355,8 @@ def render(
         restore="\n".join(out),
         jumps=_jumps(family),
         chains_by_service=tuple(chains_by_service),
+        large_cluster=large,
+        partial=partial,
     )
 
 
