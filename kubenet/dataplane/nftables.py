@@ -78,3 +78,38 @@ def cleanup(
         lines.append(f"delete table {nft_family(family)} {TABLE}")
     if lines:
         load("".join(f"{line}\n" for line in lines), netns=netns)
+
+
+def list_skeleton(family: IPFamily, *, netns: str | None = None) -> str | None:
+    """Chains (without rules) and sets (without elements) of kube-proxy's table, or None.
+
+    What a full sync needs to know of an existing table, at a small fraction of the
+    cost of ``nft list table`` (which, for a large cluster, lists every element):
+    ``nft list chains`` and ``nft -t list sets`` / ``maps``, cut to our table.
+    """
+    fam = nft_family(family)
+    blocks = []
+    for argv in (
+        ["nft", "list", "chains", fam],
+        ["nft", "-t", "list", "sets", fam],
+        ["nft", "-t", "list", "maps", fam],
+    ):
+        blocks += table_blocks(run(argv, netns=netns).stdout, fam, TABLE)
+    return "".join(blocks) or None
+
+
+def table_blocks(listing: str, family: str, table: str) -> list[str]:
+    """The ``table FAMILY TABLE { ... }`` blocks of an nft listing (one per listing)."""
+    head = f"table {family} {table} {{"
+    out: list[str] = []
+    inside: list[str] | None = None
+    for line in listing.splitlines(keepends=True):
+        if inside is None:
+            if line.rstrip() == head:
+                inside = [line]
+        else:
+            inside.append(line)
+            if line.rstrip() == "}":
+                out.append("".join(inside))
+                inside = None
+    return out

@@ -22,7 +22,7 @@ a set element's value is ``None``. Nothing here does I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NamedTuple
@@ -737,3 +737,92 @@ def parse_duration(text: str) -> int:
     if pos != len(text) or not text:
         raise NftSyntaxError(f"bad duration {text!r}")
     return int(total)
+
+
+# ------------------------------------------------------------------- full syncs
+
+
+def resync_script(new: Ruleset, kernel: Ruleset, keep: Callable[[NftSet], bool]) -> str:
+    """One transaction that makes an existing table ``new`` without deleting the table.
+
+    ``kernel`` is the table as it is, chains and set definitions only (what ``nft list
+    chains`` and ``nft -t list sets`` show; rules and elements are not needed). Every
+    chain is flushed and refilled and every set refilled, except the sets ``keep``
+    says to leave alone when their definition is unchanged (dynamic sets, whose
+    entries are state such as ClientIP affinity). Chains and sets ``new`` has not are
+    deleted, once every rule and element that could refer to them is gone; those
+    whose definition changed are deleted and created again. One transaction, so no
+    packet ever sees a half-written table.
+    """
+    t = f"{new.family} {new.table}"
+    wanted_chains = {c.name: c for c in new.chains}
+    wanted_sets = {s.name: s for s in new.sets}
+    out = [f"add table {t}"]
+    out += [f"flush chain {t} {c.name}" for c in kernel.chains]
+    doomed_sets = []
+    kept = set()
+    for s in kernel.sets:
+        want = wanted_sets.get(s.name)
+        if want is None or not want.same_definition(replace(s, elements=_EMPTY)):
+            doomed_sets.append(s)
+        elif keep(want):
+            kept.add(s.name)
+        else:
+            out.append(f"flush {s.kind} {t} {s.name}")
+    doomed_chains = [
+        c
+        for c in kernel.chains
+        if c.name not in wanted_chains or not wanted_chains[c.name].same_definition(c)
+    ]
+    # Nothing refers to anything now: flushed chains have no rules, and sets are
+    # either flushed or about to go with their elements.
+    out += [f"delete {s.kind} {t} {s.name}" for s in doomed_sets]
+    out += [f"delete chain {t} {c.name}" for c in doomed_chains]
+    for c in new.chains:
+        spec = f" {{ {c.base.spec()} }}" if c.base is not None else ""
+        out.append(f"add chain {t} {c.name}{spec}")
+    for s in new.sets:
+        out.append(f"add {s.kind} {t} {s.name} {{ " + "; ".join(s.declaration()) + "; }")
+    for s in new.sets:
+        if s.name not in kept:
+            out += _element_command("add", t, s.name, (Element(*e) for e in s.elements.items()))
+    for c in new.chains:
+        out += [f"add rule {t} {c.name} {rule}" for rule in c.rules]
+    return "".join(line + "\n" for line in out)
+
+
+def load_scripts(new: Ruleset, max_elements: int, last: Iterable[str] = ()) -> list[str]:
+    """Scripts that create table ``new`` where there is none, in several transactions.
+
+    The first creates the table, its chains, rules and (empty) sets; the others add
+    at most ``max_elements`` elements each, the sets named in ``last`` at the end, in
+    that order. nft's cost grows faster than linearly with the size of a
+    transaction, and the transactions are loaded one after another, so a large table
+    loads faster, and its first services work sooner, this way. Give as ``last`` the
+    sets that make a service reachable (the dispatch maps), so that a service appears
+    only once everything it points at is loaded.
+    """
+    t = f"{new.family} {new.table}"
+    skeleton = replace(new, sets=tuple(replace(s, elements=_EMPTY) for s in new.sets))
+    first = skeleton.script()
+    tail = [name for name in last if any(s.name == name for s in new.sets)]
+    order = [s for s in new.sets if s.name not in tail]
+    order += [new.set(name) for name in tail]
+    scripts = [first]
+    lines: list[str] = []
+    count = 0
+    for s in order:
+        items = list(s.elements.items())
+        for start in range(0, len(items), max_elements):
+            chunk = items[start : start + max_elements]
+            if count + len(chunk) > max_elements and lines:
+                scripts.append("".join(lines))
+                lines, count = [], 0
+            lines += [
+                line + "\n"
+                for line in _element_command("add", t, s.name, (Element(*e) for e in chunk))
+            ]
+            count += len(chunk)
+    if lines:
+        scripts.append("".join(lines))
+    return scripts
