@@ -17,25 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from kubenet.model import (
-    Endpoint,
-    IPFamily,
-    LoadBalancerIngress,
-    Protocol,
-    ServiceMap,
-    ServicePort,
-    ServicePortName,
-    TrafficPolicy,
-)
+from kubenet.model import Endpoint, IPFamily, Protocol, ServiceMap
 from kubenet.options import DetectLocalMode, LocalDetector, RenderOptions
 from kubenet.trace import Packet, Verdict
-
-NODE = "node-a"
-OTHER_NODE = "node-b"
+from tests.builders import NODE, NODE_IP6, OTHER_NODE, endpoint, node_options, service_port
+from tests.builders import NODE_IP as NODE_IP
 
 #: The addresses of the test topology (see kubenet.testing.netns).
 TOPOLOGY: dict[str, dict[str, str]] = {
-    "node": {"ipv4": "10.180.0.1", "ipv6": "fd00:180::1"},
+    "node": {"ipv4": NODE_IP, "ipv6": NODE_IP6},
     "client": {"ipv4": "10.180.0.2", "ipv6": "fd00:180::2"},
     "pod-a": {"ipv4": "10.244.1.2", "ipv6": "fd00:244:1::2", "node": NODE},
     "pod-b": {"ipv4": "10.244.1.3", "ipv6": "fd00:244:1::3", "node": NODE},
@@ -46,16 +36,10 @@ CLUSTER_CIDRS = ("10.244.0.0/16", "fd00:244::/32")
 TCP_TARGET = 8080
 UDP_TARGET = 9090
 
-NODE_IP = TOPOLOGY["node"]["ipv4"]
 CLIENT = TOPOLOGY["client"]["ipv4"]
 POD_C = TOPOLOGY["pod-c"]["ipv4"]
 
-BASE_OPTIONS = RenderOptions(
-    node_name=NODE,
-    ip_family=IPFamily.IPV4,
-    node_ips=(TOPOLOGY["node"]["ipv4"], TOPOLOGY["node"]["ipv6"]),
-    local_detector=LocalDetector(DetectLocalMode.CLUSTER_CIDR, CLUSTER_CIDRS),
-)
+BASE_OPTIONS = node_options(NODE_IP, NODE_IP6, cluster_cidrs=CLUSTER_CIDRS)
 
 
 def owner_of(ip: str) -> str:
@@ -70,57 +54,11 @@ def ep(pod: str, port: int = TCP_TARGET, *, ipv6: bool = False) -> Endpoint:
     """A ready endpoint on pod ``pod`` of the topology."""
     addrs = TOPOLOGY[pod]
     node = addrs["node"]
-    return Endpoint(
-        ip=addrs["ipv6" if ipv6 else "ipv4"],
-        port=port,
-        node_name=node,
-        is_local=node == NODE,
-    )
+    return endpoint(addrs["ipv6" if ipv6 else "ipv4"], port, local=node == NODE, node=node)
 
 
-def svc(
-    name: str,
-    cluster_ips: str | tuple[str, ...],
-    endpoints: tuple[Endpoint, ...] = (),
-    *,
-    port: int = 80,
-    protocol: Protocol = Protocol.TCP,
-    port_name: str = "",
-    namespace: str = "default",
-    node_port: int | None = None,
-    external_ips: tuple[str, ...] = (),
-    lb_ips: tuple[str, ...] = (),
-    source_ranges: tuple[str, ...] = (),
-    affinity: int | None = None,
-    external_local: bool = False,
-    internal_local: bool = False,
-) -> ServicePort:
-    """One service port whose endpoints are all ready (selection done as upstream would)."""
-    eps = tuple(sorted(endpoints))
-    local = tuple(e for e in eps if e.is_local)
-    ips = (cluster_ips,) if isinstance(cluster_ips, str) else cluster_ips
-    external = TrafficPolicy.LOCAL if external_local else TrafficPolicy.CLUSTER
-    internal = TrafficPolicy.LOCAL if internal_local else TrafficPolicy.CLUSTER
-    sp = ServicePort(
-        name=ServicePortName(namespace, name, port_name, protocol),
-        cluster_ips=ips,
-        port=port,
-        node_port=node_port,
-        external_ips=external_ips,
-        load_balancer_ingress=tuple(LoadBalancerIngress(ip) for ip in lb_ips),
-        load_balancer_source_ranges=source_ranges,
-        affinity_timeout=affinity,
-        external_policy=external,
-        internal_policy=internal,
-        endpoints=eps,
-        local_endpoints=local,
-        has_any_endpoints=bool(eps),
-    )
-    # Upstream only computes cluster endpoints when some traffic uses them.
-    uses_cluster = not sp.internal_policy_local or (
-        sp.externally_accessible and not sp.external_policy_local
-    )
-    return replace(sp, cluster_endpoints=eps if uses_cluster else ())
+#: One Service port, its endpoints selected as translate would (the tables' short name).
+svc = service_port
 
 
 @dataclass(frozen=True)

@@ -20,18 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from kubenet.model import (
-    Endpoint,
-    IPFamily,
-    IPMode,
-    LoadBalancerIngress,
-    Protocol,
-    ServiceMap,
-    ServicePort,
-    ServicePortName,
-    TrafficPolicy,
-)
-from kubenet.options import DetectLocalMode, LocalDetector, RenderOptions
+from kubenet.model import Endpoint, IPFamily, Protocol, ServiceMap, ServicePortName
+from kubenet.options import DetectLocalMode, LocalDetector
 from kubenet.render.iptables import (
     IptablesPlan,
     JumpRule,
@@ -44,64 +34,21 @@ from kubenet.render.iptables import (
     service_rules,
 )
 from kubenet.testing.netns import Netns, missing_kernel_support
+from tests.builders import NODE_IP as NODE_IP
+from tests.builders import NODE_IP6 as NODE_IP6
+from tests.builders import endpoint, node_options, with_endpoints
+from tests.builders import port as port
 
 GOLDEN = Path(__file__).parent / "data" / "iptables"
-NODE = "node-a"
-NODE_IP, NODE_IP6 = "10.180.0.1", "fd00:180::1"
-OPTIONS = RenderOptions(
-    node_name=NODE,
-    node_ips=(NODE_IP, NODE_IP6, "127.0.0.1"),
-    local_detector=LocalDetector(DetectLocalMode.CLUSTER_CIDR, ("10.244.0.0/16", "fd00:244::/40")),
+OPTIONS = node_options(
+    NODE_IP, NODE_IP6, "127.0.0.1", cluster_cidrs=("10.244.0.0/16", "fd00:244::/40")
 )
 OPTIONS6 = replace(OPTIONS, ip_family=IPFamily.IPV6)
+#: The tables' short name for endpoint(); other test modules import it (and port) from here.
+ep = endpoint
 
 
-# ------------------------------------------------------------------ builders
-
-
-def ep(ip: str, port: int = 8080, *, local: bool = False) -> Endpoint:
-    return Endpoint(ip=ip, port=port, node_name=NODE if local else "node-b", is_local=local)
-
-
-def port(
-    name: str,
-    cluster_ips: str | tuple[str, ...],
-    endpoints: tuple[Endpoint, ...] = (),
-    *,
-    namespace: str = "default",
-    protocol: Protocol = Protocol.TCP,
-    number: int = 80,
-    port_name: str = "http",
-    node_port: int | None = None,
-    external_ips: tuple[str, ...] = (),
-    lb: tuple[str, ...] = (),
-    proxy_lb: tuple[str, ...] = (),
-    ranges: tuple[str, ...] = (),
-    affinity: int | None = None,
-    external_local: bool = False,
-    internal_local: bool = False,
-) -> ServicePort:
-    """A Service port whose endpoints are all ready, selected as translate would."""
-    eps = tuple(sorted(endpoints))
-    return ServicePort(
-        name=ServicePortName(namespace, name, port_name, protocol),
-        cluster_ips=(cluster_ips,) if isinstance(cluster_ips, str) else cluster_ips,
-        port=number,
-        node_port=node_port,
-        external_ips=external_ips,
-        load_balancer_ingress=(
-            *(LoadBalancerIngress(ip) for ip in lb),
-            *(LoadBalancerIngress(ip, IPMode.PROXY) for ip in proxy_lb),
-        ),
-        load_balancer_source_ranges=ranges,
-        affinity_timeout=affinity,
-        external_policy=TrafficPolicy.LOCAL if external_local else TrafficPolicy.CLUSTER,
-        internal_policy=TrafficPolicy.LOCAL if internal_local else TrafficPolicy.CLUSTER,
-        endpoints=eps,
-        cluster_endpoints=eps,
-        local_endpoints=tuple(e for e in eps if e.is_local),
-        has_any_endpoints=bool(eps),
-    )
+# ------------------------------------------------------------------ maps
 
 
 def representative() -> ServiceMap:
@@ -580,7 +527,7 @@ def test_stale_chains_of_the_previous_plan_are_flushed_and_deleted() -> None:
     web = port("web", "10.96.0.10", (ep("10.244.1.2"), ep("10.244.1.3")))
     gone = port("gone", "10.96.0.11", (ep("10.244.1.4"),), node_port=30011)
     first = render(ServiceMap.of([web, gone]), OPTIONS)
-    web2 = replace(web, endpoints=web.endpoints[:1], cluster_endpoints=web.endpoints[:1])
+    web2 = with_endpoints(web, web.endpoints[:1])
     second = render(ServiceMap.of([web2]), OPTIONS, previous=first)
     stale = sorted(
         set(chains_of(first, "default/gone:http/TCP"))

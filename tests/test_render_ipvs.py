@@ -22,17 +22,7 @@ import pytest
 
 from kubenet.cli._errors import run
 from kubenet.cli.node_proxy import app
-from kubenet.model import (
-    Endpoint,
-    IPFamily,
-    IPMode,
-    LoadBalancerIngress,
-    Protocol,
-    ServiceMap,
-    ServicePort,
-    ServicePortName,
-    TrafficPolicy,
-)
+from kubenet.model import IPFamily, Protocol, ServiceMap
 from kubenet.options import DetectLocalMode, LocalDetector, RenderOptions
 from kubenet.render import ProxyMode
 from kubenet.render import render as render_mode
@@ -49,65 +39,22 @@ from kubenet.render.ipvs import (
     set_name,
 )
 from kubenet.testing.netns import Netns, missing_kernel_support
+from tests.builders import NODE_IP, NODE_IP6, node_options, port
+from tests.builders import endpoint as ep
 
 GOLDEN = Path(__file__).parent / "data" / "ipvs"
 ROOT = Path(__file__).resolve().parent.parent
-NODE = "node-a"
-NODE_IP, NODE_IP6 = "10.180.0.1", "fd00:180::1"
-OPTIONS = RenderOptions(
-    node_name=NODE,
-    node_ips=(NODE_IP, NODE_IP6, "127.0.0.1", "10.181.0.1"),
-    local_detector=LocalDetector(DetectLocalMode.CLUSTER_CIDR, ("10.244.0.0/16", "fd00:244::/32")),
+OPTIONS = node_options(
+    NODE_IP,
+    NODE_IP6,
+    "127.0.0.1",
+    "10.181.0.1",
+    cluster_cidrs=("10.244.0.0/16", "fd00:244::/32"),
 )
 OPTIONS6 = replace(OPTIONS, ip_family=IPFamily.IPV6)
 
 
-# ------------------------------------------------------------------ builders
-
-
-def ep(ip: str, port: int = 8080, *, local: bool = False) -> Endpoint:
-    return Endpoint(ip=ip, port=port, node_name=NODE if local else "node-b", is_local=local)
-
-
-def port(
-    name: str,
-    cluster_ips: str | tuple[str, ...],
-    endpoints: tuple[Endpoint, ...] = (),
-    *,
-    protocol: Protocol = Protocol.TCP,
-    number: int = 80,
-    node_port: int | None = None,
-    external_ips: tuple[str, ...] = (),
-    lb: tuple[str, ...] = (),
-    proxy_lb: tuple[str, ...] = (),
-    ranges: tuple[str, ...] = (),
-    affinity: int | None = None,
-    external_local: bool = False,
-    internal_local: bool = False,
-    health_check: int | None = None,
-) -> ServicePort:
-    """A Service port whose endpoints are all ready, selected as translate would."""
-    eps = tuple(sorted(endpoints))
-    return ServicePort(
-        name=ServicePortName("default", name, "http", protocol),
-        cluster_ips=(cluster_ips,) if isinstance(cluster_ips, str) else cluster_ips,
-        port=number,
-        node_port=node_port,
-        external_ips=external_ips,
-        load_balancer_ingress=(
-            *(LoadBalancerIngress(ip) for ip in lb),
-            *(LoadBalancerIngress(ip, IPMode.PROXY) for ip in proxy_lb),
-        ),
-        load_balancer_source_ranges=ranges,
-        affinity_timeout=affinity,
-        external_policy=TrafficPolicy.LOCAL if external_local else TrafficPolicy.CLUSTER,
-        internal_policy=TrafficPolicy.LOCAL if internal_local else TrafficPolicy.CLUSTER,
-        health_check_node_port=health_check,
-        endpoints=eps,
-        cluster_endpoints=eps,
-        local_endpoints=tuple(e for e in eps if e.is_local),
-        has_any_endpoints=bool(eps),
-    )
+# ------------------------------------------------------------------ maps
 
 
 A, B, R = "10.244.1.2", "10.244.1.3", "10.244.2.2"

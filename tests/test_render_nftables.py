@@ -14,80 +14,28 @@ from pathlib import Path
 
 import pytest
 
-from kubenet.model import (
-    Endpoint,
-    IPFamily,
-    IPMode,
-    LoadBalancerIngress,
-    Protocol,
-    ServiceMap,
-    ServicePort,
-    ServicePortName,
-    TrafficPolicy,
-)
+from kubenet.model import IPFamily, Protocol, ServiceMap, TrafficPolicy
 from kubenet.options import DetectLocalMode, LocalDetector, RenderOptions
 from kubenet.render.nft_ruleset import NftSyntaxError, Ruleset, diff, parse_script
 from kubenet.render.nftables import NftablesPlan, endpoint_ids, render, service_chain_base
 from kubenet.testing.netns import Netns, missing_kernel_support
 from kubenet.trace import Packet
 from kubenet.trace.nftables import Tracer
+from tests.builders import NODE_IP as NODE_IP
+from tests.builders import NODE_IP6 as NODE_IP6
+from tests.builders import endpoint, node_options, with_endpoints
+from tests.builders import port as port
 
 GOLDEN = Path(__file__).parent / "data" / "nftables"
-NODE = "node-a"
-NODE_IP, NODE_IP6 = "10.180.0.1", "fd00:180::1"
-OPTIONS = RenderOptions(
-    node_name=NODE,
-    node_ips=(NODE_IP, NODE_IP6, "127.0.0.1"),
-    local_detector=LocalDetector(DetectLocalMode.CLUSTER_CIDR, ("10.244.0.0/16", "fd00:244::/40")),
+OPTIONS = node_options(
+    NODE_IP, NODE_IP6, "127.0.0.1", cluster_cidrs=("10.244.0.0/16", "fd00:244::/40")
 )
 OPTIONS6 = replace(OPTIONS, ip_family=IPFamily.IPV6)
+#: The tables' short name for endpoint(); other test modules import it (and port) from here.
+ep = endpoint
 
 
-# ------------------------------------------------------------------ builders
-
-
-def ep(ip: str, port: int = 8080, *, local: bool = False) -> Endpoint:
-    return Endpoint(ip=ip, port=port, node_name=NODE if local else "node-b", is_local=local)
-
-
-def port(
-    name: str,
-    cluster_ips: str | tuple[str, ...],
-    endpoints: tuple[Endpoint, ...] = (),
-    *,
-    protocol: Protocol = Protocol.TCP,
-    number: int = 80,
-    port_name: str = "http",
-    node_port: int | None = None,
-    external_ips: tuple[str, ...] = (),
-    lb: tuple[str, ...] = (),
-    proxy_lb: tuple[str, ...] = (),
-    ranges: tuple[str, ...] = (),
-    affinity: int | None = None,
-    external_local: bool = False,
-    internal_local: bool = False,
-) -> ServicePort:
-    """A Service port whose endpoints are all ready, selected as translate would."""
-    eps = tuple(sorted(endpoints))
-    return ServicePort(
-        name=ServicePortName("default", name, port_name, protocol),
-        cluster_ips=(cluster_ips,) if isinstance(cluster_ips, str) else cluster_ips,
-        port=number,
-        node_port=node_port,
-        external_ips=external_ips,
-        load_balancer_ingress=(
-            *(LoadBalancerIngress(ip) for ip in lb),
-            *(LoadBalancerIngress(ip, IPMode.PROXY) for ip in proxy_lb),
-        ),
-        load_balancer_source_ranges=ranges,
-        affinity_timeout=affinity,
-        external_policy=TrafficPolicy.LOCAL if external_local else TrafficPolicy.CLUSTER,
-        internal_policy=TrafficPolicy.LOCAL if internal_local else TrafficPolicy.CLUSTER,
-        endpoints=eps,
-        cluster_endpoints=eps,
-        local_endpoints=tuple(e for e in eps if e.is_local),
-        has_any_endpoints=bool(eps),
-    )
+# ------------------------------------------------------------------ maps
 
 
 def representative() -> ServiceMap:
@@ -429,26 +377,17 @@ def _variants() -> dict[str, ServiceMap]:
     base = list(representative())
     web = next(p for p in base if p.name.name == "web")
     rest = [p for p in base if p is not web]
-
-    def with_eps(p: ServicePort, eps: tuple[Endpoint, ...]) -> ServicePort:
-        eps = tuple(sorted(eps))
-        return replace(
-            p,
-            endpoints=eps,
-            cluster_endpoints=eps,
-            local_endpoints=tuple(e for e in eps if e.is_local),
-            has_any_endpoints=bool(eps),
-        )
-
     sticky = next(p for p in base if p.name.name == "sticky")
     others = [p for p in base if p is not sticky]
     return {
-        "endpoint added": ServiceMap.of([with_eps(web, (*web.endpoints, ep("10.244.3.3"))), *rest]),
-        "endpoint removed": ServiceMap.of([with_eps(web, web.endpoints[1:]), *rest]),
-        "endpoint replaced": ServiceMap.of(
-            [with_eps(web, (*web.endpoints[:-1], ep("10.244.3.9"))), *rest]
+        "endpoint added": ServiceMap.of(
+            [with_endpoints(web, (*web.endpoints, ep("10.244.3.3"))), *rest]
         ),
-        "all endpoints gone": ServiceMap.of([with_eps(web, ()), *rest]),
+        "endpoint removed": ServiceMap.of([with_endpoints(web, web.endpoints[1:]), *rest]),
+        "endpoint replaced": ServiceMap.of(
+            [with_endpoints(web, (*web.endpoints[:-1], ep("10.244.3.9"))), *rest]
+        ),
+        "all endpoints gone": ServiceMap.of([with_endpoints(web, ()), *rest]),
         "service added": ServiceMap.of(
             [*base, port("new", "10.96.0.99", (ep("10.244.1.4", local=True),))]
         ),
@@ -456,7 +395,10 @@ def _variants() -> dict[str, ServiceMap]:
         "affinity dropped": ServiceMap.of([replace(sticky, affinity_timeout=None), *others]),
         "affinity timeout changed": ServiceMap.of([replace(sticky, affinity_timeout=60), *others]),
         "external policy changed": ServiceMap.of(
-            [replace(web, external_policy=TrafficPolicy.LOCAL), *rest]
+            [
+                with_endpoints(replace(web, external_policy=TrafficPolicy.LOCAL), web.endpoints),
+                *rest,
+            ]
         ),
         "node port moved": ServiceMap.of([replace(web, node_port=30081), *rest]),
     }
@@ -480,11 +422,7 @@ def test_an_endpoint_change_costs_the_same_in_any_cluster() -> None:
     def one_change(services: int) -> list[str]:
         old = clusterip_map(services, 3)
         victim = old.ports[0]
-        moved = replace(
-            victim,
-            endpoints=(*victim.endpoints[:2], ep("10.250.0.9")),
-            cluster_endpoints=(*victim.cluster_endpoints[:2], ep("10.250.0.9")),
-        )
+        moved = with_endpoints(victim, (*victim.endpoints[:2], ep("10.250.0.9")))
         new = ServiceMap.of([moved, *old.ports[1:]])
         return diff(render(old, OPTIONS).ruleset, render(new, OPTIONS).ruleset).splitlines()
 
