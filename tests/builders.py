@@ -112,11 +112,8 @@ def with_endpoints(port: ServicePort, endpoints: Iterable[Endpoint]) -> ServiceP
     the usable ones, kept only when some traffic uses them: internal traffic under the
     Cluster policy, or any external traffic (a NodePort, or an external IP or VIP-mode
     load-balancer IP of the family; a Local external policy still short-circuits pod
-    traffic to them). Local endpoints are the node's own usable ones.
-
-    Local endpoints are kept even where no Local policy applies, where upstream and
-    translate leave them empty: the nftables renderer builds its hairpin set from
-    them, and the maps its tests and golden files were written against have them.
+    traffic to them). Local endpoints are the node's own usable ones, kept only when a
+    Local policy applies (internal, or external on an externally reachable port).
     """
     everything = tuple(sorted(endpoints))
     internal_local = port.internal_policy is TrafficPolicy.LOCAL
@@ -131,7 +128,9 @@ def with_endpoints(port: ServicePort, endpoints: Iterable[Endpoint]) -> ServiceP
         reachable = port.node_port is not None or any(IPFamily.of(ip) is family for ip in external)
         if not internal_local or reachable:
             cluster += _usable(own)
-        local += _usable([e for e in own if e.is_local])
+        external_local = reachable and port.external_policy is TrafficPolicy.LOCAL
+        if internal_local or external_local:
+            local += _usable([e for e in own if e.is_local])
     return replace(
         port,
         endpoints=everything,

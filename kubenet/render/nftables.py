@@ -324,8 +324,11 @@ class _Builder:
         external = port.local_endpoints if port.external_policy_local else port.cluster_endpoints
         affinity = _Affinity(self, port) if port.session_affinity and has_any else None
 
-        for ep in port.local_endpoints:
-            self.put("hairpin-connections", f"{ep.ip} . {ep.ip} . {proto} . {ep.port}")
+        # Every node-local endpoint this port can send to may hairpin, whichever
+        # policy selected it (local_endpoints is empty unless a Local policy applies).
+        for ep in (*port.cluster_endpoints, *port.local_endpoints):
+            if ep.is_local:
+                self.put("hairpin-connections", f"{ep.ip} . {ep.ip} . {proto} . {ep.port}")
 
         self.put("cluster-ips", cluster_ip)
         key = f"{cluster_ip} . {proto} . {port.port}"
