@@ -56,7 +56,7 @@ from kubenet.dataplane.ipvs import (
 )
 from kubenet.model import IPFamily, Protocol, ServiceMap
 from kubenet.render.ipvs import RealServer, VirtualServer, render
-from kubenet.testing.netns import Netns, missing_kernel_support
+from kubenet.testing.netns import Netns
 from tests.scenarios import BASE_OPTIONS, ep, svc
 
 TCP, UDP = Protocol.TCP, Protocol.UDP
@@ -464,15 +464,8 @@ def test_binding_and_unbinding_addresses(batch: Any) -> None:
 # ------------------------------------------------------------------ on the kernel
 
 
-@pytest.fixture(scope="module")
-def kernel_ok() -> None:
-    missing = missing_kernel_support(iptables=True, tools=("ipset",))
-    if missing:
-        pytest.skip(missing)
-
-
 @pytest.fixture
-def netns(kernel_ok: None) -> Iterator[Netns]:
+def netns(ipset_kernel: None) -> Iterator[Netns]:
     with Netns("ipvsd") as ns:
         ns.sysctl({"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"})
         yield ns

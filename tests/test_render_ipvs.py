@@ -38,7 +38,7 @@ from kubenet.render.ipvs import (
     render,
     set_name,
 )
-from kubenet.testing.netns import Netns, missing_kernel_support
+from kubenet.testing.netns import Netns
 from tests.builders import NODE_IP, NODE_IP6, node_options, port
 from tests.builders import endpoint as ep
 
@@ -534,15 +534,8 @@ def test_node_proxy_render_prints_all_three_parts(capsys: pytest.CaptureFixture[
 # ------------------------------------------------------------------ on the kernel
 
 
-@pytest.fixture(scope="module")
-def kernel_ok() -> None:
-    missing = missing_kernel_support(iptables=True, tools=("ipset",))
-    if missing:
-        pytest.skip(missing)
-
-
 @pytest.fixture
-def netns(kernel_ok: None) -> Iterator[Netns]:
+def netns(ipset_kernel: None) -> Iterator[Netns]:
     with Netns("ipvsr") as ns:
         yield ns
 
