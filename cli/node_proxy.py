@@ -72,9 +72,7 @@ FromOpt = Annotated[
         help="Manifest file or directory (YAML or JSON; multi-document and List). Repeatable.",
     ),
 ]
-ModeOpt = Annotated[
-    ProxyMode, typer.Option("--proxy-mode", help="Which proxy mode to use.")
-]
+ModeOpt = Annotated[ProxyMode, typer.Option("--proxy-mode", help="Which proxy mode to use.")]
 HostnameOpt = Annotated[
     str | None,
     typer.Option(
@@ -281,9 +279,7 @@ def render_command(
 def trace_command(
     src: Annotated[str, typer.Option("--src", help="Source IP of the packet.")],
     dst: Annotated[str, typer.Option("--dst", help="Destination IP of the packet.")],
-    dport: Annotated[
-        int, typer.Option("--dport", min=1, max=65535, help="Destination port.")
-    ],
+    dport: Annotated[int, typer.Option("--dport", min=1, max=65535, help="Destination port.")],
     protocol: Annotated[L4, typer.Option("--protocol", help="L4 protocol.")] = L4.TCP,
     iif: Annotated[
         str | None,
@@ -350,6 +346,211 @@ def _print_trace(packet: Packet, mode: ProxyMode, result: TraceResult) -> None:
     console.print(f"verdict:    [bold {style}]{result.verdict.value}[/]")
     console.print(f"endpoints:  {', '.join(result.endpoints) or '-'}")
     console.print(f"masquerade: {'yes' if result.masquerade else 'no'}")
+
+
+# ------------------------------------------------------------------------- the daemon
+
+
+@app.command("run")
+def run_command(
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option("--kubeconfig", help="Path to a kubeconfig file with authorization."),
+    ] = None,
+    master: Annotated[
+        str | None,
+        typer.Option(
+            "--master",
+            help="The address of the Kubernetes API server (overrides any value in kubeconfig).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="A KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) file; "
+            "flags given override it.",
+        ),
+    ] = None,
+    proxy_mode: Annotated[
+        ProxyMode | None,
+        typer.Option("--proxy-mode", help="Which proxy mode to use (default iptables)."),
+    ] = None,
+    hostname_override: HostnameOpt = None,
+    cluster_cidr: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster-cidr",
+            help="The CIDR range of the pods in the cluster (a comma-separated dual-stack "
+            "pair is allowed), for --detect-local-mode ClusterCIDR.",
+        ),
+    ] = None,
+    detect_local_mode: Annotated[
+        DetectLocalMode | None,
+        typer.Option(
+            "--detect-local-mode", help="Mode to use to detect local traffic (default ClusterCIDR)."
+        ),
+    ] = None,
+    pod_bridge_interface: Annotated[
+        str | None, typer.Option("--pod-bridge-interface", help="For BridgeInterface.")
+    ] = None,
+    pod_interface_name_prefix: Annotated[
+        str | None,
+        typer.Option("--pod-interface-name-prefix", help="For InterfaceNamePrefix."),
+    ] = None,
+    masquerade_all: Annotated[
+        bool | None,
+        typer.Option(
+            "--masquerade-all/--no-masquerade-all",
+            help="SNAT all traffic sent via Service cluster IPs.",
+            show_default=False,
+        ),
+    ] = None,
+    iptables_masquerade_bit: Annotated[
+        int | None,
+        typer.Option(
+            "--iptables-masquerade-bit",
+            min=0,
+            max=31,
+            help="The bit of the fwmark space to mark packets requiring SNAT with (default 14).",
+        ),
+    ] = None,
+    nodeport_addresses: Annotated[
+        str | None,
+        typer.Option(
+            "--nodeport-addresses",
+            help="Comma-separated CIDRs (or 'primary') of node addresses that accept NodePort "
+            "traffic.",
+        ),
+    ] = None,
+    healthz_bind_address: Annotated[
+        str | None,
+        typer.Option(
+            "--healthz-bind-address",
+            help="address:port of /healthz and /livez (default 0.0.0.0:10256; empty: off).",
+        ),
+    ] = None,
+    metrics_bind_address: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-bind-address",
+            help="address:port of /metrics and /rules (default 127.0.0.1:10249; empty: off).",
+        ),
+    ] = None,
+    iptables_sync_period: Annotated[
+        str | None,
+        typer.Option(
+            "--iptables-sync-period",
+            metavar="DURATION",
+            help="Longest time between full syncs (default 30s).",
+        ),
+    ] = None,
+    iptables_min_sync_period: Annotated[
+        str | None,
+        typer.Option(
+            "--iptables-min-sync-period",
+            metavar="DURATION",
+            help="Shortest time between syncs (default 1s).",
+        ),
+    ] = None,
+    nftables_sync_period: Annotated[
+        str | None,
+        typer.Option("--nftables-sync-period", metavar="DURATION", help="(default 30s)"),
+    ] = None,
+    nftables_min_sync_period: Annotated[
+        str | None,
+        typer.Option("--nftables-min-sync-period", metavar="DURATION", help="(default 1s)"),
+    ] = None,
+    ipvs_sync_period: Annotated[
+        str | None,
+        typer.Option("--ipvs-sync-period", metavar="DURATION", help="(default 30s)"),
+    ] = None,
+    ipvs_min_sync_period: Annotated[
+        str | None,
+        typer.Option("--ipvs-min-sync-period", metavar="DURATION", help="(default 0s)"),
+    ] = None,
+    ipvs_scheduler: Annotated[
+        str | None,
+        typer.Option("--ipvs-scheduler", help="The IPVS scheduler (default rr)."),
+    ] = None,
+    cleanup: Annotated[
+        bool,
+        typer.Option(
+            "--cleanup",
+            help="Remove every rule, set, table and IPVS entry any mode made, then exit.",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Log what each sync would change instead of applying it."),
+    ] = False,
+    verbosity: Annotated[
+        int, typer.Option("-v", "--v", min=0, help="Log verbosity (2: every sync; 4: more).")
+    ] = 0,
+) -> None:
+    """Run kube-proxy's job: watch the API server and keep this node's rules right."""
+    import asyncio
+
+    from kubenet.node import daemon
+    from kubenet.node.config import ConfigError, parse_duration, resolve
+
+    daemon.setup_logging(verbosity)
+    if cleanup:
+        raise typer.Exit(daemon.run_cleanup())
+
+    def duration(value: str | None, flag: str) -> float | None:
+        return None if value is None else parse_duration(value, flag)
+
+    try:
+        flags = {
+            "kubeconfig": kubeconfig,
+            "master": master,
+            "mode": proxy_mode,
+            "hostname_override": hostname_override,
+            "cluster_cidr": cluster_cidr,
+            "detect_local_mode": detect_local_mode,
+            "pod_bridge_interface": pod_bridge_interface,
+            "pod_interface_name_prefix": pod_interface_name_prefix,
+            "masquerade_all": masquerade_all,
+            "masquerade_bit": iptables_masquerade_bit,
+            "nodeport_addresses": (
+                _split_list(nodeport_addresses) if nodeport_addresses is not None else None
+            ),
+            "healthz_bind_address": healthz_bind_address,
+            "metrics_bind_address": metrics_bind_address,
+            "iptables_sync_period": duration(iptables_sync_period, "--iptables-sync-period"),
+            "iptables_min_sync_period": duration(
+                iptables_min_sync_period, "--iptables-min-sync-period"
+            ),
+            "nftables_sync_period": duration(nftables_sync_period, "--nftables-sync-period"),
+            "nftables_min_sync_period": duration(
+                nftables_min_sync_period, "--nftables-min-sync-period"
+            ),
+            "ipvs_sync_period": duration(ipvs_sync_period, "--ipvs-sync-period"),
+            "ipvs_min_sync_period": duration(ipvs_min_sync_period, "--ipvs-min-sync-period"),
+            "ipvs_scheduler": ipvs_scheduler,
+            "verbosity": verbosity,
+            "dry_run": dry_run,
+        }
+        settings = resolve(flags, str(config) if config else None)
+    except ConfigError as exc:
+        fail(str(exc))
+    try:
+        code = asyncio.run(daemon.run(settings))
+    except daemon.StartupError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
+
+
+@app.command("cleanup")
+def cleanup_command(
+    verbosity: Annotated[int, typer.Option("-v", "--v", min=0, help="Log verbosity.")] = 0,
+) -> None:
+    """Remove every rule, set, table and IPVS entry any mode made (as run --cleanup)."""
+    from kubenet.node import daemon
+
+    daemon.setup_logging(verbosity)
+    raise typer.Exit(daemon.run_cleanup())
 
 
 def main() -> None:

@@ -1,0 +1,414 @@
+"""One small adapter per proxy mode: render what changed, apply it, read it back, clean up.
+
+A :class:`Backend` is what the sync loop knows of a proxy mode. ``sync`` takes the
+service ports that changed since the last sync (and, for modes that render the whole
+map every time, the map itself) and programs the kernel; a full sync re-asserts
+everything. A failure raises :class:`ApplyError` and leaves the kernel as the last
+successful sync left it (every apply is one kernel transaction per family); the
+backend's own idea of the rules has moved on, so the next attempt must be a full
+sync, which the sync loop makes it.
+
+* :class:`NftablesBackend` keeps an :class:`~kubenet.render.nftables_incremental.IncrementalTable`
+  per family: a partial sync writes only the elements, chains and sets that changed,
+  in one ``nft -f`` transaction; a full sync refills the existing table in one
+  transaction (keeping the affinity sets' entries) or, when there is none, loads it in
+  parts (split when large, the maps that make a service reachable last).
+* :class:`IptablesBackend` renders with upstream's partial sync (only the chains of
+  changed ports, shared chains whole) and ``iptables-restore --noflush -w`` (the
+  xtables lock is waited for), ensuring the base-chain jumps on full syncs; a full
+  sync also deletes service chains the kernel has that the plan has not.
+* :class:`IpvsBackend` renders the whole map and lets :func:`kubenet.dataplane.ipvs.apply`
+  change only the virtual and real servers, sets and addresses that differ.
+
+:func:`cleanup` removes what any mode made.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import ClassVar
+
+from kubenet.dataplane import iptables as iptables_dp
+from kubenet.dataplane import nftables as nftables_dp
+from kubenet.dataplane.command import CommandError
+from kubenet.model import IPFamily, Protocol, ServiceMap, ServicePort, ServicePortName
+from kubenet.options import RenderOptions
+from kubenet.render import ProxyMode
+from kubenet.render import iptables as iptables_render
+from kubenet.render.nft_ruleset import (
+    NftSet,
+    NftSyntaxError,
+    load_scripts,
+    parse_script,
+    resync_script,
+)
+from kubenet.render.nftables_incremental import IncrementalTable
+
+log = logging.getLogger(__name__)
+
+Changes = Mapping[ServicePortName, ServicePort | None]
+
+#: The nftables maps that make a service reachable: loaded last when a table is loaded in parts.
+DISPATCH_MAPS = (
+    "no-endpoint-services",
+    "no-endpoint-nodeports",
+    "cluster-ips",
+    "service-nodeports",
+    "service-ips",
+)
+
+
+class ApplyError(RuntimeError):
+    """The kernel refused an update (the message carries the tool's error)."""
+
+
+@dataclass
+class SyncReport:
+    """What one sync applied (or, in a dry run, would have applied)."""
+
+    full: bool
+    #: Each transaction as (the tool, its input).
+    transactions: list[tuple[str, str]] = field(default_factory=list)
+    #: Elements (nftables), rules (iptables) or operations (IPVS) changed.
+    changed: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(text.encode()) for _, text in self.transactions)
+
+    @property
+    def lines(self) -> int:
+        return sum(text.count("\n") for _, text in self.transactions)
+
+
+class Backend(abc.ABC):
+    """A proxy mode, as the sync loop drives it."""
+
+    mode: ClassVar[ProxyMode]
+
+    def __init__(self, options: Mapping[IPFamily, RenderOptions]) -> None:
+        self.options = dict(options)
+
+    @property
+    def families(self) -> tuple[IPFamily, ...]:
+        return tuple(self.options)
+
+    def configure(self, options: Mapping[IPFamily, RenderOptions]) -> None:
+        """Take new options (the node changed); the next sync must be full."""
+        self.options = dict(options)
+
+    @abc.abstractmethod
+    async def sync(
+        self,
+        changes: Changes,
+        service_map: Callable[[], ServiceMap],
+        *,
+        full: bool,
+        dry_run: bool = False,
+    ) -> SyncReport:
+        """Program ``changes`` (everything, if ``full``); raise :class:`ApplyError` on failure."""
+
+    @abc.abstractmethod
+    async def read_back(self) -> str:
+        """The rules as the kernel has them now."""
+
+
+async def _in_thread(fn: Callable[[], None]) -> None:
+    """Run a blocking kernel call off the event loop; turn its failure into ApplyError."""
+    try:
+        await asyncio.to_thread(fn)
+    except (CommandError, OSError) as exc:
+        raise ApplyError(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- nftables
+
+
+def _dynamic(s: NftSet) -> bool:
+    return "dynamic" in s.flags
+
+
+class NftablesBackend(Backend):
+    mode = ProxyMode.NFTABLES
+
+    def __init__(
+        self, options: Mapping[IPFamily, RenderOptions], *, max_elements: int = 100_000
+    ) -> None:
+        super().__init__(options)
+        self.max_elements = max_elements
+        self._tables = {family: IncrementalTable(o) for family, o in self.options.items()}
+        self._reload = False
+
+    def configure(self, options: Mapping[IPFamily, RenderOptions]) -> None:
+        super().configure(options)
+        self._tables = {family: IncrementalTable(o) for family, o in self.options.items()}
+        self._reload = True
+
+    def table(self, family: IPFamily) -> IncrementalTable:
+        return self._tables[family]
+
+    async def sync(
+        self,
+        changes: Changes,
+        service_map: Callable[[], ServiceMap],
+        *,
+        full: bool,
+        dry_run: bool = False,
+    ) -> SyncReport:
+        if self._reload:
+            # Fresh tables after new options: every port goes in again.
+            changes = {p.name: p for p in service_map()}
+            self._reload = False
+            full = True
+        report = SyncReport(full)
+        deltas = [table.update(changes) for table in self._tables.values()]
+        report.changed = sum(d.elements for d in deltas)
+        if not full:
+            script = "".join(d.script for d in deltas)
+            if script:
+                report.transactions.append(("nft", script))
+        else:
+            for family, table in self._tables.items():
+                report.transactions += await self._full(family, table)
+        if not dry_run:
+            for _, script in report.transactions:
+                await _in_thread(partial(nftables_dp.load, script))
+        return report
+
+    async def _full(self, family: IPFamily, table: IncrementalTable) -> list[tuple[str, str]]:
+        new = table.ruleset()
+        try:
+            listed = await asyncio.to_thread(nftables_dp.list_skeleton, family)
+        except (CommandError, OSError) as exc:
+            raise ApplyError(str(exc)) from exc
+        if listed is None:
+            scripts = load_scripts(new, self.max_elements, last=DISPATCH_MAPS)
+            return [("nft", s) for s in scripts]
+        try:
+            kernel = parse_script(listed)
+        except NftSyntaxError as exc:
+            # A table we cannot read (another version's): replace it whole.
+            log.warning("cannot read the %s kube-proxy table (%s); replacing it", family, exc)
+            return [("nft", new.script())]
+        return [("nft", resync_script(new, kernel, keep=_dynamic))]
+
+    async def read_back(self) -> str:
+        texts = []
+        for family in self.families:
+            listed = await asyncio.to_thread(nftables_dp.list_table, family)
+            if listed:
+                texts.append(listed)
+        return "".join(texts)
+
+
+# --------------------------------------------------------------------------- iptables
+
+_SERVICE_CHAIN = re.compile(r"^:(KUBE-(?:SVC|SVL|EXT|FW|SEP)-[A-Z2-7]{16}) ", re.M)
+#: Stands for "chains found in the kernel" in a previous plan made from iptables-save.
+_KERNEL = ServicePortName("", "", "kernel", Protocol.TCP)
+
+
+class IptablesBackend(Backend):
+    mode = ProxyMode.IPTABLES
+
+    def __init__(self, options: Mapping[IPFamily, RenderOptions]) -> None:
+        super().__init__(options)
+        self._plans: dict[IPFamily, iptables_render.IptablesPlan | None] = {}
+        self._caches = {family: iptables_render.ServiceRulesCache() for family in self.options}
+
+    def configure(self, options: Mapping[IPFamily, RenderOptions]) -> None:
+        super().configure(options)
+        self._caches = {family: iptables_render.ServiceRulesCache() for family in self.options}
+
+    async def sync(
+        self,
+        changes: Changes,
+        service_map: Callable[[], ServiceMap],
+        *,
+        full: bool,
+        dry_run: bool = False,
+    ) -> SyncReport:
+        report = SyncReport(full)
+        current = service_map()
+        for family, options in self.options.items():
+            previous = self._plans.get(family)
+            if full or previous is None:
+                found = await self._kernel_chains(family)
+                base = previous or iptables_render.IptablesPlan(family, options, "", ())
+                previous = iptables_render.IptablesPlan(
+                    family,
+                    options,
+                    "",
+                    (),
+                    chains_by_service=(*base.chains_by_service, (_KERNEL, found)),
+                )
+                plan = iptables_render.render(
+                    current, options, previous=previous, cache=self._caches[family]
+                )
+            else:
+                plan = iptables_render.render(
+                    current,
+                    options,
+                    previous=previous,
+                    changed=changes.keys(),
+                    cache=self._caches[family],
+                )
+            tool = f"{iptables_dp.command(family)}-restore"
+            report.transactions.append((tool, plan.restore))
+            report.changed += sum(
+                1 for line in plan.restore.splitlines() if line[:2] in ("-A", "-X")
+            )
+            if not dry_run:
+                jumps = full or not plan.partial
+                await _in_thread(partial(_apply_iptables, plan, jumps))
+            self._plans[family] = plan
+        return report
+
+    async def _kernel_chains(self, family: IPFamily) -> tuple[str, ...]:
+        try:
+            saved = await asyncio.to_thread(iptables_dp.save, family, table="nat")
+        except (CommandError, OSError) as exc:
+            raise ApplyError(str(exc)) from exc
+        return tuple(_SERVICE_CHAIN.findall(saved))
+
+    async def read_back(self) -> str:
+        texts = []
+        for family in self.families:
+            saved = await asyncio.to_thread(iptables_dp.save, family)
+            texts.append(_ours(saved))
+        return "".join(texts)
+
+
+def _apply_iptables(plan: iptables_render.IptablesPlan, ensure_jumps: bool) -> None:
+    iptables_dp.restore(plan.family, plan.restore)
+    if ensure_jumps:
+        for jump in plan.jumps:
+            iptables_dp.ensure_jump(plan.family, jump)
+
+
+def _ours(saved: str) -> str:
+    """The tables of an iptables-save output, cut to kube-proxy's chains and jumps."""
+    out = []
+    for line in saved.splitlines():
+        if line.startswith(("*", "COMMIT")) or "KUBE-" in line:
+            out.append(line)
+    # Drop tables where nothing of ours is left.
+    text = "\n".join(out)
+    text = re.sub(r"^\*\w+\nCOMMIT\n?", "", text + "\n", flags=re.M)
+    return text
+
+
+# ------------------------------------------------------------------------------- IPVS
+
+
+class IpvsBackend(Backend):
+    mode = ProxyMode.IPVS
+
+    def __init__(self, options: Mapping[IPFamily, RenderOptions], *, scheduler: str = "") -> None:
+        super().__init__(options)
+        self.scheduler = scheduler or "rr"
+
+    async def sync(
+        self,
+        changes: Changes,
+        service_map: Callable[[], ServiceMap],
+        *,
+        full: bool,
+        dry_run: bool = False,
+    ) -> SyncReport:
+        from kubenet.dataplane import ipvs as ipvs_dp
+        from kubenet.render import ipvs as ipvs_render
+
+        report = SyncReport(full)
+        current = service_map()
+        for options in self.options.values():
+            plan = ipvs_render.render(current, options, scheduler=self.scheduler)
+            if dry_run:
+                report.transactions.append(("ipvs", plan.text))
+                continue
+            try:
+                result = await asyncio.to_thread(ipvs_dp.apply, plan)
+            except (CommandError, OSError, ipvs_dp.IpvsUnavailable) as exc:
+                raise ApplyError(str(exc)) from exc
+            report.changed += len(result.operations)
+            text = "".join(f"{op}\n" for op in result.operations) + result.ipset_script
+            report.transactions.append(("ipvs", text))
+        return report
+
+    async def read_back(self) -> str:
+        from kubenet.dataplane.command import run
+
+        texts = []
+        for argv in (["ipvsadm-save", "-n"], ["ipset", "list"], ["iptables-save"]):
+            done = await asyncio.to_thread(run, argv, check=False)
+            texts.append(done.stdout if done.returncode == 0 else f"# {argv[0]}: {done.stderr}")
+        return "\n".join(texts)
+
+
+def missing_support(mode: ProxyMode) -> str | None:
+    """Why ``mode`` cannot run on this kernel, or None."""
+    if mode is ProxyMode.IPVS:
+        from kubenet.dataplane import ipvs as ipvs_dp
+
+        return ipvs_dp.missing_ipvs()
+    return None
+
+
+def make_backend(
+    mode: ProxyMode, options: Mapping[IPFamily, RenderOptions], *, ipvs_scheduler: str = ""
+) -> Backend:
+    if mode is ProxyMode.NFTABLES:
+        return NftablesBackend(options)
+    if mode is ProxyMode.IPTABLES:
+        return IptablesBackend(options)
+    return IpvsBackend(options, scheduler=ipvs_scheduler)
+
+
+# ---------------------------------------------------------------------------- cleanup
+
+
+def cleanup(*, netns: str | None = None) -> list[str]:
+    """Remove every table, chain, rule, set and IPVS entry any mode made; return problems.
+
+    nftables: both ``kube-proxy`` tables. iptables (both families): every ``KUBE-``
+    chain and the jumps into them; the kubelet's own chains too, unless a kubelet
+    looks after this node (its canary chain exists), as upstream leaves them to it.
+    IPVS: the virtual servers, ``kube-ipvs0`` and the ipsets.
+    """
+    problems: list[str] = []
+
+    def attempt(what: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            problems.append(f"{what}: {exc}")
+
+    attempt("nftables", lambda: nftables_dp.cleanup(netns=netns))
+    for family in IPFamily:
+        kubelet_chains = not _kubelet_present(family, netns)
+        attempt(
+            iptables_dp.command(family),
+            partial(iptables_dp.cleanup, family, netns=netns, kubelet_chains=kubelet_chains),
+        )
+
+    def ipvs() -> None:
+        from kubenet.dataplane import ipvs as ipvs_dp
+
+        ipvs_dp.cleanup(netns=netns)
+
+    attempt("ipvs", ipvs)
+    return problems
+
+
+def _kubelet_present(family: IPFamily, netns: str | None) -> bool:
+    try:
+        saved = iptables_dp.save(family, netns=netns)
+    except CommandError:
+        return False
+    return ":KUBE-KUBELET-CANARY " in saved
