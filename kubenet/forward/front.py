@@ -126,9 +126,7 @@ class Exchange:
         self._chunked = False
         self._no_body = head.method == "HEAD"
         self._keep_alive = head.keep_alive
-        self._continue_pending = head.get("Expect") is not None and (
-            (head.get("Expect") or "").lower() == "100-continue"
-        )
+        self._continue_pending = head.expect_continue
         self._body: ClientStream | None = None
         self._decoder: BodyDecoder | None = None
         if head.framing.chunked or head.framing.length:

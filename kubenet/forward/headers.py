@@ -16,19 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
+from .http1 import HOP_BY_HOP
 
 Headers = list[tuple[str, str]]
 

@@ -36,6 +36,22 @@ MAX_CHUNK_LINE = 4096
 MAX_HEADERS = 256
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+#: Hop-by-hop header fields (RFC 9110 7.6.1): about one connection, never forwarded.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_SPECIAL = HOP_BY_HOP | {"content-length"}
 REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
@@ -118,29 +134,6 @@ class Framing(NamedTuple):
         return self.length is None and not self.chunked
 
 
-def _framing(headers: list[tuple[str, str]], kind: str) -> tuple[Framing, list[str]]:
-    encodings: list[str] = []
-    lengths: set[str] = set()
-    connection: list[str] = []
-    for name, value in headers:
-        size = len(name)
-        if size == 14 and name.lower() == "content-length":
-            lengths.add(value)
-        elif size == 17 and name.lower() == "transfer-encoding":
-            encodings += [t.strip().lower() for t in value.split(",") if t.strip()]
-        elif size == 10 and name.lower() == "connection":
-            connection += [t.strip().lower() for t in value.split(",") if t.strip()]
-    if lengths and (len(lengths) != 1 or not next(iter(lengths)).isdigit()):
-        raise FramingError(f"malformed {kind}: bad Content-Length")
-    if encodings:
-        if encodings[-1] != "chunked":
-            return Framing(None), connection
-        return Framing(None, chunked=True), connection
-    if lengths:
-        return Framing(int(next(iter(lengths)))), connection
-    return Framing(None), connection
-
-
 class RequestHead(NamedTuple):
     """A parsed request head."""
 
@@ -150,6 +143,12 @@ class RequestHead(NamedTuple):
     headers: list[tuple[str, str]]
     framing: Framing
     keep_alive: bool
+    #: The Host header ("" when absent, which only HTTP/1.0 allows).
+    host: str = ""
+    #: "upgrade" appears in a Connection header (apimachinery's IsUpgradeRequest).
+    upgrade: bool = False
+    #: The client sent "Expect: 100-continue".
+    expect_continue: bool = False
 
     def get(self, name: str) -> str | None:
         lowered = name.lower()
@@ -157,7 +156,11 @@ class RequestHead(NamedTuple):
 
 
 def parse_request_head(raw: bytes) -> RequestHead:
-    """Parse a request head (without its final blank line); raises FramingError."""
+    """Parse a request head (without its final blank line); raises FramingError.
+
+    One pass over the fields validates them and picks out everything the framing and
+    the proxy need, as this runs for every request.
+    """
     lines, ascii_only = _split_head(raw, "request")
     while lines and lines[0] == "":
         lines.pop(0)  # RFC 9112 2.2: ignore empty lines before the request line
@@ -172,21 +175,53 @@ def parse_request_head(raw: bytes) -> RequestHead:
             raise FramingError("unsupported HTTP version", 505)
         raise FramingError("malformed HTTP version")
     headers = _fields(lines[1:], "request", ascii_only)
-    framing, connection = _framing(headers, "request")
-    lowered = [n.lower() for n, _ in headers]
-    if "transfer-encoding" in lowered:
-        if "content-length" in lowered:
+    hosts: list[str] = []
+    lengths: set[str] = set()
+    encodings: list[str] | None = None
+    connection: list[str] = []
+    expect_continue = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "host":
+            hosts.append(value)
+        elif lowered == "content-length":
+            lengths.add(value)
+        elif lowered == "transfer-encoding":
+            encodings = (encodings or []) + [
+                t.strip().lower() for t in value.split(",") if t.strip()
+            ]
+        elif lowered == "connection":
+            connection += [t.strip().lower() for t in value.split(",") if t.strip()]
+        elif lowered == "expect":
+            expect_continue = value.lower() == "100-continue"
+    if encodings is not None:
+        if lengths:
             raise FramingError("both Transfer-Encoding and Content-Length")
-        if not framing.chunked:
+        if not encodings or encodings[-1] != "chunked" or encodings.count("chunked") != 1:
             raise FramingError("unsupported transfer encoding", 501)
-    elif framing.length is None:
+        framing = Framing(None, chunked=True)
+    elif lengths:
+        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            raise FramingError("malformed request: bad Content-Length")
+        framing = Framing(int(next(iter(lengths))))
+    else:
         framing = Framing(0)  # RFC 9112 6.3: a request without either has no body
-    hosts = lowered.count("host")
-    if hosts > 1 or (hosts == 0 and version == "HTTP/1.1"):
+    if len(hosts) > 1 or (not hosts and version == "HTTP/1.1"):
         raise FramingError("missing required Host header" if not hosts else "too many Host headers")
     # HTTP/1.1 keeps the connection unless told to close; 1.0 closes unless told not to.
     keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
-    return RequestHead(method, target, version, headers, framing, keep_alive)
+    upgrade = any("upgrade" in token for token in connection)
+    return RequestHead(
+        method,
+        target,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        hosts[0] if hosts else "",
+        upgrade,
+        expect_continue,
+    )
 
 
 class Head(NamedTuple):
@@ -200,6 +235,9 @@ class Head(NamedTuple):
     chunked: bool
     #: The server will close the connection after this response.
     close: bool
+    #: The end-to-end headers: without hop-by-hop ones (RFC 9110 7.6.1, and those the
+    #: Connection header names) and without Content-Length, which the next hop sets.
+    forward: list[tuple[str, str]]
 
     def get(self, name: str) -> str | None:
         lowered = name.lower()
@@ -207,24 +245,61 @@ class Head(NamedTuple):
 
 
 def parse_head(raw: bytes, method: str) -> Head:
-    """Parse a response head (without its final blank line) to a ``method`` request."""
+    """Parse a response head (without its final blank line) to a ``method`` request.
+
+    One pass over the fields does everything, as this runs for every answer: parse,
+    find the framing, and set the end-to-end headers aside.
+    """
     lines, ascii_only = _split_head(raw, "HTTP response")
     status_line = lines[0]
     version, _, rest = status_line.partition(" ")
     code, _, reason = rest.partition(" ")
     if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
         raise FramingError(f"malformed HTTP response {status_line[:60]!r}")
-    headers = _fields(lines[1:], "HTTP response", ascii_only)
-    framing, connection = _framing(headers, "HTTP response")
+    if len(lines) > MAX_HEADERS:
+        raise FramingError("too many HTTP response header fields", 431)
+    headers: list[tuple[str, str]] = []
+    forward: list[tuple[str, str]] = []
+    lengths: set[str] = set()
+    encodings: list[str] = []
+    connection: list[str] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        # The API server is not the party a proxy distrusts; a cheap check that keeps
+        # what is forwarded well formed is enough here (requests get the strict one).
+        if not sep or not name or " " in name or "\t" in name:
+            raise FramingError("malformed HTTP response header field")
+        value = value.strip(" \t")
+        if not ascii_only and not value.isascii():
+            value = value.encode("latin-1").decode("utf-8", "replace")
+        headers.append((name, value))
+        lowered = name.lower()
+        if lowered not in _SPECIAL:
+            forward.append((name, value))
+        elif lowered == "content-length":
+            lengths.add(value)
+        elif lowered == "transfer-encoding":
+            encodings += [t.strip().lower() for t in value.split(",") if t.strip()]
+        elif lowered == "connection":
+            connection += [t.strip().lower() for t in value.split(",") if t.strip()]
+    listed = set(connection) - {"close", "keep-alive"}
+    if listed:
+        forward = [(n, v) for n, v in forward if n.lower() not in listed]
     status = int(code)
     close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         # The framing is empty; a Content-Length header still describes the resource
         # and is passed on as is.
-        return Head(status, reason, headers, 0, False, close)
-    if framing.until_close:
-        close = True  # the body ends when the connection does
-    return Head(status, reason, headers, framing.length, framing.chunked, close)
+        return Head(status, reason, headers, 0, False, close, forward)
+    if encodings:
+        # RFC 9112 6.3: chunked must be last; anything else is read until close.
+        chunked = encodings[-1] == "chunked"
+        return Head(status, reason, headers, None, chunked, close or not chunked, forward)
+    if lengths:
+        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            raise FramingError("malformed HTTP response: bad Content-Length")
+        return Head(status, reason, headers, int(next(iter(lengths))), False, close, forward)
+    return Head(status, reason, headers, None, False, True, forward)  # until close
 
 
 # --- bodies ----------------------------------------------------------------------------

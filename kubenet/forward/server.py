@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from .clientauth import ClientTokens
 from .credentials import CredentialsError
-from .filter import FilterRules, host_of, is_upgrade_request
+from .filter import FilterRules, host_of
 from .front import ClientGone, ClientStream, Exchange
 from .headers import client_response_headers, upstream_request_headers
 from .observe import AccessLog, ProxyMetrics
@@ -220,10 +220,10 @@ class ApiProxy:
 
         upstream = self._single or self.upstreams[route.cluster or ""]
         cluster[0] = upstream.name
-        upgrade = is_upgrade_request(exchange.headers)
+        upgrade = exchange.head.upgrade
         rules = self.config.rules
         if rules is not None:
-            host = authority if authority is not None else exchange.header("Host") or ""
+            host = authority if authority is not None else exchange.head.host
             key = (exchange.method, route.path, host, upgrade)
             accepted = self._verdicts.get(key)
             if accepted is None:
@@ -294,7 +294,8 @@ class ApiProxy:
         answer: UpstreamResponse,
         watch: _Watch | None,
     ) -> None:
-        headers = client_response_headers(answer.headers, drop_length=True)
+        assert answer.head is not None
+        headers = answer.head.forward
         length = answer.content_length
         if exchange.method == "HEAD" or answer.status in _NO_BODY_STATUS:
             # No body: the API server's Content-Length describes what a GET would get.

@@ -358,6 +358,10 @@ class _Connection(asyncio.Protocol):
             self.pool._release(self)
         else:
             self.close()
+            if not exchange.complete or exchange._ended:
+                # A watch the client left, an answer cut short: the next request
+                # should not pay for a TLS handshake because of it.
+                self.pool.keep_one_warm()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -386,7 +390,27 @@ class _Pool:
         self.settings = settings
         self.idle: list[_Connection] = []
         self.open: set[_Connection] = set()
+        self._warming: asyncio.Future[None] | None = None
+        self._closed = False
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def keep_one_warm(self) -> None:
+        """Open a spare connection in the background if none is idle."""
+        if self.idle or self._warming or self._closed or len(self.open) >= self.settings.limit:
+            return
+        self._warming = asyncio.ensure_future(self._warm())
+
+    async def _warm(self) -> None:
+        try:
+            conn = await self._connect()
+        except (OSError, TimeoutError):
+            return  # the next request will try again, and report the error
+        finally:
+            self._warming = None
+        if self._closed:
+            conn.close()
+        else:
+            self._release(conn)
 
     def take_idle(self) -> _Connection | None:
         """The most recently used idle connection (warmest, least likely stale)."""
@@ -460,6 +484,9 @@ class _Pool:
                 return
 
     def close(self) -> None:
+        self._closed = True
+        if self._warming is not None:
+            self._warming.cancel()
         for conn in list(self.open) + self.idle:
             conn.close()
         self.idle.clear()

@@ -211,3 +211,30 @@ def test_unreachable_upstream() -> None:
             await get(up)
 
     run(scenario())
+
+
+def test_an_abandoned_stream_leaves_a_warm_connection() -> None:
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b'{"type":"ADDED"}\n')
+        await asyncio.sleep(30)
+        return response
+
+    async def scenario() -> None:
+        async with backend(routes={"/watch": endless}) as b:
+            up = upstream(b.url)
+            answer = await up.send("GET", "/watch", [], NO_AUTH)
+            async for _ in answer:
+                break
+            answer.release()  # the client left mid-stream: that connection is closed
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+                if up._pools and next(iter(up._pools.values())).idle:
+                    break
+            assert up.open_connections() == 1  # a fresh one, opened in the background
+            assert (await get(up))[0] == 200
+            assert up.open_connections() == 1  # and used by the next request
+            await up.close()
+
+    run(scenario())
