@@ -21,11 +21,8 @@ from kubenet.testing.apiserver.server import ServerConfig, ThreadedApiServer, ru
 
 # kubenet.cli is the repository's cli/ folder installed under the package (see
 # pyproject.toml); type checkers do not follow that mapping, so import it by name.
-try:
-    _errors: Any = importlib.import_module("kubenet.cli._errors")
-    cli: Any = importlib.import_module("kubenet.cli.api_proxy")
-except ImportError as exc:  # pragma: no cover - depends on the shared CLI helper
-    pytest.skip(f"the CLI cannot be imported: {exc}", allow_module_level=True)
+_errors: Any = importlib.import_module("kubenet.cli._errors")
+cli: Any = importlib.import_module("kubenet.cli.api_proxy")
 run = _errors.run
 app = cli.app
 FILTER_WARNING: str = cli.FILTER_WARNING
