@@ -148,6 +148,7 @@ def build(config: ProxyConfig, access: kubeconfig.ClusterAccess) -> tuple[Daemon
         config.mode, options_for(NodeInfo(name)), ipvs_scheduler=config.ipvs_scheduler
     )
     metrics = Metrics(config.mode)
+    metrics.start(families)
     health = ProxyHealth(2 * config.sync_period, families, node=lambda: cache.node_object)
     # Health-check node ports listen on every address. (With CIDRs in
     # --nodeport-addresses upstream listens on the node's addresses inside them.)

@@ -154,12 +154,12 @@ def health_app(health: ProxyHealth, counter: Callable[[str, int], None]) -> web.
     async def healthz(request: web.Request) -> web.Response:
         code, body = health.healthz()
         counter("healthz", code)
-        return web.Response(status=code, text=body, headers=_HEADERS)
+        return web.Response(status=code, body=body.encode(), headers=_HEADERS)
 
     async def livez(request: web.Request) -> web.Response:
         code, body = health.livez()
         counter("livez", code)
-        return web.Response(status=code, text=body, headers=_HEADERS)
+        return web.Response(status=code, body=body.encode(), headers=_HEADERS)
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -257,7 +257,7 @@ class ServiceHealthServers:
             body = service_json(key[0], key[1], count, healthy)
             headers = {**_HEADERS, "X-Load-Balancing-Endpoint-Weight": str(count)}
             status = 200 if count and healthy else 503
-            return web.Response(status=status, text=body, headers=headers)
+            return web.Response(status=status, body=body.encode(), headers=headers)
 
         loop = asyncio.get_running_loop()
         hosts: list[str | None] = list(self.addresses) or [None]

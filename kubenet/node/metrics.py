@@ -177,6 +177,18 @@ class Metrics:
 
     # ------------------------------------------------------------------ recording
 
+    def start(self, families: Iterable[IPFamily]) -> None:
+        """Show the per-family failure counters at zero from the start."""
+        for family in families:
+            for counter in (
+                self.nftables_failures,
+                self.nftables_cleanup_failures,
+                self.restore_failures,
+                self.partial_restore_failures,
+            ):
+                if counter is not None:
+                    counter.labels(family.value)
+
     def synced(
         self, families: Iterable[IPFamily], seconds: float, *, full: bool, at: float
     ) -> None:
