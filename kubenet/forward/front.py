@@ -57,6 +57,15 @@ class ClientGone(ConnectionResetError):
 class ClientStream:
     """Bytes from the client (a request body, or the raw stream after an upgrade)."""
 
+    __slots__ = (
+        "_chunks",
+        "_connection",
+        "_eof",
+        "_error",
+        "_size",
+        "_waiter",
+    )
+
     def __init__(self, connection: HttpConnection) -> None:
         self._connection = connection
         self._chunks: collections.deque[bytes] = collections.deque()
@@ -110,6 +119,25 @@ class ClientStream:
 
 class Exchange:
     """One request from a client and the means to answer it."""
+
+    __slots__ = (
+        "_body",
+        "_chunked",
+        "_connection",
+        "_continue_pending",
+        "_decoder",
+        "_keep_alive",
+        "_no_body",
+        "body_bytes",
+        "finished",
+        "head",
+        "headers",
+        "method",
+        "peer",
+        "started",
+        "status",
+        "target",
+    )
 
     def __init__(self, connection: HttpConnection, head: RequestHead) -> None:
         self._connection = connection
@@ -169,7 +197,9 @@ class Exchange:
         self, headers: Sequence[tuple[str, str]], length: int | None
     ) -> list[tuple[str, str]]:
         fields = list(headers)
-        fields.append(("Date", self._connection.server.date()))
+        # Go's server adds Date unless the handler set one (a proxied answer has its own).
+        if not any(len(n) == 4 and n.lower() == "date" for n, _ in fields):
+            fields.append(("Date", self._connection.server.date()))
         if length is not None:
             fields.append(("Content-Length", str(length)))
         elif self._no_body:
@@ -321,6 +351,21 @@ class FrontServer:
 
 class HttpConnection(asyncio.Protocol):
     """One client connection."""
+
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_drain",
+        "_exchange",
+        "_reading_paused",
+        "_relay",
+        "_task",
+        "_writing_paused",
+        "idle_since",
+        "peer",
+        "server",
+        "transport",
+    )
 
     def __init__(self, server: FrontServer) -> None:
         self.server = server

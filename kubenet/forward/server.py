@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,10 +84,13 @@ async def send_plain(
 
 
 async def send_redirect(exchange: Exchange, location: str) -> None:
-    """Go's ``http.Redirect`` with 301."""
-    body = f'<a href="{location}">Moved Permanently</a>.\n\n'.encode()
-    headers = [("Content-Type", "text/html; charset=utf-8"), ("Location", location)]
-    await exchange.send(301, headers, body)
+    """Go's ``http.Redirect`` with 301 (a small HTML body for GET and HEAD only)."""
+    if exchange.method in ("GET", "HEAD"):
+        body = f'<a href="{html.escape(location)}">Moved Permanently</a>.\n\n'.encode()
+        headers = [("Content-Type", "text/html; charset=utf-8"), ("Location", location)]
+        await exchange.send(301, headers, body)
+    else:
+        await exchange.send(301, [("Location", location)])
 
 
 @dataclass(eq=False)

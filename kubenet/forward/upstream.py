@@ -128,6 +128,24 @@ class UpstreamResponse:
     completed and closes it otherwise.
     """
 
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_conn",
+        "_ended",
+        "_error",
+        "_head_ready",
+        "_released",
+        "_waiter",
+        "complete",
+        "head",
+        "headers",
+        "reader",
+        "reason",
+        "request_sent",
+        "status",
+    )
+
     def __init__(self, conn: _Connection, method: str) -> None:
         self._conn = conn
         self.reader = ResponseReader(method)
@@ -238,6 +256,19 @@ class UpstreamResponse:
 
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection to the API server, serving one exchange at a time."""
+
+    __slots__ = (
+        "_drained",
+        "_reading_paused",
+        "_writing_paused",
+        "closed",
+        "exchange",
+        "hostport",
+        "idle_since",
+        "pool",
+        "transport",
+        "uses",
+    )
 
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool

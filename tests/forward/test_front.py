@@ -215,3 +215,22 @@ def test_closing_lets_busy_connections_finish_and_drops_idle_ones() -> None:
         idle_writer.close()
 
     run(scenario())
+
+
+def test_date_is_added_unless_the_answer_has_one() -> None:
+    async def dated(exchange: Exchange) -> None:
+        headers = [("Date", "Mon, 01 Jan 2024 00:00:00 GMT")] if exchange.target == "/own" else []
+        await exchange.send(200, headers, b"x")
+
+    async def scenario() -> None:
+        async with front(dated) as (_, port):
+            out = await exchange_bytes(
+                port, b"GET /own HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert out.count(b"Date: ") == 1 and b"Date: Mon, 01 Jan 2024" in out
+            out = await exchange_bytes(
+                port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert out.count(b"Date: ") == 1
+
+    run(scenario())
