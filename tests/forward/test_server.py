@@ -554,3 +554,27 @@ def test_two_clusters_each_with_its_own_credentials() -> None:
                 assert (await raw_request(p.address, "GET", exec_path)).status == 403
 
     run(scenario())
+
+
+def test_no_spelling_of_exec_or_attach_reaches_the_api_server() -> None:
+    from .test_paths import BYPASS_ATTEMPTS
+
+    async def scenario() -> None:
+        async with backend() as b, running_proxy(upstream(b.url)) as p:
+            for spelling in BYPASS_ATTEMPTS:
+                target = spelling
+                for _ in range(4):  # follow redirects, as a client would
+                    r = await raw_request(p.address, "POST", target)
+                    if r.status != 301:
+                        break
+                    target = r.header("Location") or ""
+                assert r.status in (400, 403), (spelling, r.status)
+            for method in ("GET", "POST"):
+                r = await raw_request(
+                    p.address, method, "/api/v1/namespaces/default/pods/foo/%65xec",
+                    [("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")],
+                )  # fmt: skip
+                assert r.status == 403
+            assert b.seen == []
+
+    run(scenario())
