@@ -31,7 +31,7 @@ _PROTOCOLS = {Protocol.TCP: socket.IPPROTO_TCP, Protocol.UDP: socket.IPPROTO_UDP
 _FAMILIES = {IPFamily.IPV4: socket.AF_INET, IPFamily.IPV6: socket.AF_INET6}
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class FlowMatch:
     """Entries to delete: by original destination, and maybe by the endpoint that replies."""
 
@@ -48,6 +48,10 @@ class FlowMatch:
     def __post_init__(self) -> None:
         if self.dst is not None and IPFamily.of(self.dst) is not self.family:
             object.__setattr__(self, "family", IPFamily.of(self.dst))
+
+    def sort_key(self) -> tuple[str, str, int, str, str]:
+        """An order for logs and tests (fields may be None)."""
+        return (self.family, self.dst or "", self.dport or 0, self.reply_src or "", self.protocol)
 
     def __str__(self) -> str:
         dst = self.dst or "*"
@@ -67,7 +71,7 @@ async def delete(matches: Iterable[FlowMatch]) -> int:
         ct = AsyncConntrack(nfgen_family=_FAMILIES[family])
         try:
             await ct.setup_endpoint()
-            for match in sorted(set(wanted)):
+            for match in sorted(set(wanted), key=FlowMatch.sort_key):
                 deleted += await _delete_matching(ct, family, match)
         finally:
             ct.close()

@@ -45,7 +45,7 @@ def stale_flows(changes: Mapping[ServicePortName, PortChange]) -> list[FlowMatch
         if change.old is not None:
             for ip in before - after:
                 out.update(_to(change.old, ip))
-    return sorted(out)
+    return sorted(out, key=FlowMatch.sort_key)
 
 
 def _to(port: ServicePort, reply_src: str | None) -> Iterable[FlowMatch]:

@@ -1,0 +1,188 @@
+"""The mode adapters on a real kernel: partial syncs, refusals, repair by a full sync.
+
+Each test drives a backend in a namespace of its own, on a thread that has entered it
+(the kernel tools the backend starts inherit the namespace), and compares what the
+kernel lists with a fresh full load of the same ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import TypeVar
+
+import pytest
+
+from kubenet.dataplane.command import CommandError
+from kubenet.model import IPFamily, ServiceMap, ServicePort
+from kubenet.node.backends import (
+    ApplyError,
+    Backend,
+    IptablesBackend,
+    NftablesBackend,
+    SyncReport,
+    cleanup,
+)
+from kubenet.render.iptables import service_chain_name
+from kubenet.render.nft_ruleset import Ruleset, parse_script
+from kubenet.render.nftables import render as render_nft
+from kubenet.testing.netns import Netns, missing_kernel_support
+from tests.scenarios import BASE_OPTIONS, ep, svc
+
+T = TypeVar("T")
+OPTIONS = {IPFamily.IPV4: BASE_OPTIONS}
+
+
+def in_netns(ns: Netns, fn: Callable[[], T]) -> T:
+    from pyroute2 import netns as pyroute2_netns
+
+    out: list[T] = []
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            pyroute2_netns.setns(ns.name, flags=0)
+            out.append(fn())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(60)
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
+def sync(
+    ns: Netns, backend: Backend, ports: list[ServicePort], changed: list[ServicePort], full: bool
+) -> SyncReport:
+    service_map = ServiceMap.of(ports)
+    changes = {p.name: (p if p in ports else None) for p in changed}
+    return in_netns(ns, lambda: asyncio.run(backend.sync(changes, lambda: service_map, full=full)))
+
+
+@pytest.fixture
+def ns() -> Iterator[Netns]:
+    missing = missing_kernel_support(
+        tools=("nft", "iptables-restore"), nftables=True, iptables=True
+    )
+    if missing:
+        pytest.skip(missing)
+    with Netns("backend") as netns:
+        yield netns
+
+
+WEB = svc("web", "10.96.0.10", (ep("pod-a"), ep("pod-b")))
+DNS = svc("dns", "10.96.0.53", (ep("pod-a", 9090),), port=53)
+STICKY = svc("sticky", "10.96.0.70", (ep("pod-a"), ep("pod-r")), affinity=600)
+
+
+def _nft(ns: Netns) -> str:
+    """The table as listed, without the ticking expiry times of dynamic entries."""
+    listing = ns.run(["nft", "list", "table", "ip", "kube-proxy"]).stdout
+    return re.sub(r" expires \S+", "", listing)
+
+
+@pytest.mark.kernel
+def test_nftables_partial_syncs_end_where_a_full_load_would(ns: Netns) -> None:
+    backend = NftablesBackend(OPTIONS, max_elements=5)
+    first = sync(ns, backend, [WEB, DNS, STICKY], [WEB, DNS, STICKY], full=True)
+    assert first.full and len(first.transactions) > 2  # loaded in parts
+    scaled = replace(WEB, endpoints=(ep("pod-c"),), cluster_endpoints=(ep("pod-c"),))
+    report = sync(ns, backend, [scaled, STICKY], [scaled, DNS], full=False)
+    ((tool, script),) = report.transactions
+    assert tool == "nft" and "delete table" not in script and "flush table" not in script
+    # Only what changed: the scaled Service's elements, the removed one's, a stale chain.
+    assert "10.96.0.70" not in script
+    patched = _nft(ns)
+    fresh = render_nft(ServiceMap.of([scaled, STICKY]), BASE_OPTIONS).text
+    with Netns("fresh") as other:
+        other.run(["nft", "-f", "-"], stdin=fresh)
+        assert parse_script(patched).canonical() == parse_script(_nft(other)).canonical()
+
+
+@pytest.mark.kernel
+def test_nftables_refusal_keeps_the_rules_and_a_full_sync_repairs(ns: Netns) -> None:
+    backend = NftablesBackend(OPTIONS)
+    sync(ns, backend, [WEB, STICKY], [WEB, STICKY], full=True)
+    # Someone else removes an element our next update deletes: nft refuses the
+    # whole transaction, and the table stays as it was.
+    ns.run(["nft", "delete element ip kube-proxy cluster-endpoints-tcp { 10.96.0.10 . 80 . 1 }"])
+    client = f"add element ip kube-proxy {_affinity_set(ns)} {{ 10.180.0.2 . 7 }}"
+    ns.run(["nft", client])
+    before = _nft(ns)
+    scaled = replace(WEB, endpoints=(ep("pod-a"),), cluster_endpoints=(ep("pod-a"),))
+    with pytest.raises(ApplyError, match=r"No such file or directory|does not exist"):
+        sync(ns, backend, [scaled, STICKY], [scaled], full=False)
+    assert _nft(ns) == before
+    # The full sync refills the table in one transaction, affinity entries kept.
+    report = sync(ns, backend, [scaled, STICKY], [], full=True)
+    ((_, script),) = report.transactions
+    assert "delete table" not in script
+    after = parse_script(_nft(ns))
+    with Netns("fresh") as other:
+        other.run(
+            ["nft", "-f", "-"], stdin=render_nft(ServiceMap.of([scaled, STICKY]), BASE_OPTIONS).text
+        )
+        fresh = parse_script(_nft(other))
+    dynamic = {s.name for s in fresh.sets if "dynamic" in s.flags}
+    assert len(after.set(next(iter(dynamic))).elements) == 1
+
+    def without(rs: Ruleset) -> Ruleset:
+        return replace(rs, sets=tuple(s for s in rs.sets if s.name not in dynamic))
+
+    assert without(after).canonical() == without(fresh).canonical()
+
+
+def _affinity_set(ns: Netns) -> str:
+    return next(w for w in _nft(ns).split() if w.startswith("affinity-"))
+
+
+def _ipt(ns: Netns) -> list[str]:
+    text = ns.run(["iptables-save"]).stdout
+    return sorted(
+        line.split(" [")[0] for line in text.splitlines() if "KUBE-" in line and line[0] != "#"
+    )
+
+
+@pytest.mark.kernel
+def test_iptables_partial_syncs_and_repair(ns: Netns) -> None:
+    backend = IptablesBackend(OPTIONS)
+    assert sync(ns, backend, [WEB, DNS], [WEB, DNS], full=True).full
+    scaled = replace(WEB, endpoints=(ep("pod-c"),), cluster_endpoints=(ep("pod-c"),))
+    report = sync(ns, backend, [scaled, DNS], [scaled], full=False)
+    ((_, restore),) = report.transactions
+    declared = {w[1:] for w in restore.split() if w.startswith(":KUBE-SVC-")}
+    assert declared == {service_chain_name(WEB.name)}  # the changed Service's chain only
+    # Someone deletes the chain of the unchanged Service: the next partial restore,
+    # which jumps to it from KUBE-SERVICES, is refused as a whole.
+    dns_chain = service_chain_name(DNS.name)
+    for args in (["-F", "KUBE-SERVICES"], ["-F", dns_chain], ["-X", dns_chain]):
+        ns.run(["iptables", "-w", "-t", "nat", *args])
+    broken = _ipt(ns)
+    again = replace(scaled, endpoints=(ep("pod-b"),), cluster_endpoints=(ep("pod-b"),))
+    with pytest.raises(ApplyError):
+        sync(ns, backend, [again, DNS], [again], full=False)
+    assert _ipt(ns) == broken
+    sync(ns, backend, [again, DNS], [], full=True)
+    with Netns("fresh") as other:
+        sync(other, IptablesBackend(OPTIONS), [again, DNS], [again, DNS], full=True)
+        assert _ipt(ns) == _ipt(other)
+
+
+@pytest.mark.kernel
+def test_cleanup_removes_both_modes(ns: Netns) -> None:
+    sync(ns, NftablesBackend(OPTIONS), [WEB], [WEB], full=True)
+    sync(ns, IptablesBackend(OPTIONS), [WEB], [WEB], full=True)
+    assert cleanup(netns=ns.name) == []
+    assert "KUBE-" not in ns.run(["iptables-save"]).stdout
+    assert "kube-proxy" not in ns.run(["nft", "list", "ruleset"]).stdout
+    try:
+        ns.run(["nft", "list", "table", "ip", "kube-proxy"])
+        raise AssertionError("the table is still there")
+    except CommandError:
+        pass
