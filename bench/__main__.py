@@ -1,17 +1,22 @@
-"""``python -m bench [dataplane] [--services N] [--endpoints M]``: run, print, write JSON."""
+"""``python -m bench [dataplane] [nodeproxy] [--services N] [--endpoints M]``.
+
+Runs the suites, prints their tables, writes their JSON under bench/results/.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from bench import dataplane
+from bench import dataplane, nodeproxy
 from bench.report import print_table, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("suite", nargs="*", default=["dataplane"], choices=["dataplane"])
+    parser.add_argument(
+        "suite", nargs="*", default=["dataplane"], choices=["dataplane", "nodeproxy"]
+    )
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--modes", default="iptables,nftables")
@@ -25,6 +30,16 @@ def main(argv: list[str] | None = None) -> int:
             dataplane.COLUMNS,
         )
         path = write_json("dataplane", {"rows": rows})
+        print(f"wrote {path}")
+    if "nodeproxy" in args.suite:
+        modes = [m for m in args.modes.split(",") if m]
+        rows = nodeproxy.run(args.services, args.endpoints, modes)
+        print_table(
+            f"node-proxy run: {args.services} Services x {args.endpoints} endpoints",
+            rows,
+            nodeproxy.COLUMNS,
+        )
+        path = write_json("nodeproxy", {"rows": rows})
         print(f"wrote {path}")
     return 0
 

@@ -272,7 +272,7 @@ class Proxier:
         log.log(
             level,
             "%s sync of %s rules took %.3fs: %d services translated, %d ports changed, "
-            "%d transactions, %d bytes",
+            "%d transactions, %d bytes, %d changed",
             "full" if record.full else "partial",
             self.mode,
             record.seconds,
@@ -280,6 +280,7 @@ class Proxier:
             record.ports,
             len(report.transactions) if report else 0,
             report.bytes if report else 0,
+            report.changed if report else 0,
         )
 
     def _log_dry_run(self, report: SyncReport) -> None:
