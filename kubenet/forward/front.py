@@ -39,6 +39,7 @@ from .http1 import (
     FramingError,
     RequestHead,
     chunk,
+    has_field,
     parse_request_head,
     response_head,
 )
@@ -194,11 +195,13 @@ class Exchange:
     # -- the response -----------------------------------------------------------------
 
     def _head_fields(
-        self, headers: Sequence[tuple[str, str]], length: int | None
+        self, headers: Sequence[tuple[str, str]], length: int | None, raw: str = ""
     ) -> list[tuple[str, str]]:
         fields = list(headers)
         # Go's server adds Date unless the handler set one (a proxied answer has its own).
-        if not any(len(n) == 4 and n.lower() == "date" for n, _ in fields):
+        if not any(len(n) == 4 and n.lower() == "date" for n, _ in fields) and not (
+            raw and has_field(raw, "date")
+        ):
             fields.append(("Date", self._connection.server.date()))
         if length is not None:
             fields.append(("Content-Length", str(length)))
@@ -224,13 +227,15 @@ class Exchange:
         body: bytes = b"",
         reason: str = "",
         length: int | None = None,
+        raw: str = "",
     ) -> None:
-        """A whole response in one write. ``length`` overrides Content-Length (HEAD)."""
+        """A whole response in one write. ``length`` overrides Content-Length (HEAD);
+        ``raw`` is a block of header lines passed through as received."""
         self._begin(status)
-        fields = self._head_fields(headers, len(body) if length is None else length)
+        fields = self._head_fields(headers, len(body) if length is None else length, raw)
         payload = b"" if self._no_body or status in (204, 304) else body
         self.body_bytes = len(payload)
-        await self._connection.send(response_head(status, reason, fields) + payload)
+        await self._connection.send(response_head(status, reason, fields, raw) + payload)
         self._finish()
 
     async def start(
@@ -239,14 +244,14 @@ class Exchange:
         headers: Sequence[tuple[str, str]] = (),
         length: int | None = None,
         reason: str = "",
+        raw: str = "",
     ) -> None:
         """Send the response head; the body follows with :meth:`write`."""
         self._begin(status)
         if status in (204, 304):
             self._no_body = True
-        await self._connection.send(
-            response_head(status, reason, self._head_fields(headers, length))
-        )
+        fields = self._head_fields(headers, length, raw)
+        await self._connection.send(response_head(status, reason, fields, raw))
 
     async def write(self, data: bytes) -> None:
         if self._no_body or not data:

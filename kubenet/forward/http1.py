@@ -52,6 +52,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 _SPECIAL = HOP_BY_HOP | {"content-length"}
+
 REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 
@@ -76,11 +77,19 @@ def request_head(method: str, target: str, host: str, headers: Sequence[tuple[st
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
-def response_head(status: int, reason: str, headers: Sequence[tuple[str, str]]) -> bytes:
-    """The bytes of a response head (always HTTP/1.1, as Go's server writes it)."""
+def response_head(
+    status: int, reason: str, headers: Sequence[tuple[str, str]], raw: str = ""
+) -> bytes:
+    """The bytes of a response head (always HTTP/1.1, as Go's server writes it).
+
+    ``raw``: header lines passed through as received (a :attr:`Head.forward` block),
+    written byte for byte before ``headers``.
+    """
     lines = [f"HTTP/1.1 {status} {reason or REASONS.get(status, '')}"]
+    if raw:
+        lines.append(raw)
     lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
 
 
 def chunk(data: bytes) -> bytes:
@@ -225,81 +234,110 @@ def parse_request_head(raw: bytes) -> RequestHead:
 
 
 class Head(NamedTuple):
-    """A parsed response head."""
+    """A parsed response head.
+
+    The header lines are kept as received (latin-1 text, so bytes survive the round
+    trip): a proxy passes almost all of them on untouched, and splitting every field
+    into a name and a value only to join them again costs more than the rest of its
+    work on an answer. :attr:`headers` parses them when someone asks.
+    """
 
     status: int
     reason: str
-    headers: list[tuple[str, str]]
+    #: All header lines, CRLF-separated, as received.
+    block: str
     #: The body length when fixed by Content-Length (None: chunked or until close).
     content_length: int | None
     chunked: bool
     #: The server will close the connection after this response.
     close: bool
-    #: The end-to-end headers: without hop-by-hop ones (RFC 9110 7.6.1, and those the
-    #: Connection header names) and without Content-Length, which the next hop sets.
-    forward: list[tuple[str, str]]
+    #: The end-to-end header lines: without hop-by-hop ones (RFC 9110 7.6.1, and those
+    #: the Connection header names) and without Content-Length, which the next hop sets.
+    forward: str
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return _pairs(self.block)
 
     def get(self, name: str) -> str | None:
         lowered = name.lower()
         return next((v for n, v in self.headers if n.lower() == lowered), None)
 
 
+def _pairs(block: str) -> list[tuple[str, str]]:
+    pairs = []
+    for line in block.split("\r\n") if block else ():
+        name, _, value = line.partition(":")
+        value = value.strip(" \t")
+        if not value.isascii():
+            value = value.encode("latin-1").decode("utf-8", "replace")
+        pairs.append((name, value))
+    return pairs
+
+
+def has_field(block: str, name: str) -> bool:
+    """Whether a header block has a field ``name`` (a lower-case name)."""
+    return re.search(f"^{re.escape(name)}[ \t]*:", block, re.I | re.M) is not None
+
+
 def parse_head(raw: bytes, method: str) -> Head:
     """Parse a response head (without its final blank line) to a ``method`` request.
 
-    One pass over the fields does everything, as this runs for every answer: parse,
-    find the framing, and set the end-to-end headers aside.
+    One loop over the lines checks them, picks out the few fields that matter to the
+    framing and to the next hop, and keeps the others' lines as they are.
     """
-    lines, ascii_only = _split_head(raw, "HTTP response")
+    text = raw.decode("latin-1")
+    lines = text.split("\r\n")
+    breaks = len(lines) - 1
+    if text.count("\n") != breaks or text.count("\r") != breaks or "\x00" in text:
+        raise FramingError("malformed HTTP response: stray CR, LF or NUL")
     status_line = lines[0]
     version, _, rest = status_line.partition(" ")
     code, _, reason = rest.partition(" ")
     if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
         raise FramingError(f"malformed HTTP response {status_line[:60]!r}")
-    if len(lines) > MAX_HEADERS:
+    if breaks > MAX_HEADERS:
         raise FramingError("too many HTTP response header fields", 431)
-    headers: list[tuple[str, str]] = []
-    forward: list[tuple[str, str]] = []
+    forward: list[str] = []
     lengths: set[str] = set()
     encodings: list[str] = []
     connection: list[str] = []
+    special = _SPECIAL
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         # The API server is not the party a proxy distrusts; a cheap check that keeps
-        # what is forwarded well formed is enough here (requests get the strict one).
+        # what is passed on well formed is enough here (requests get the strict one).
         if not sep or not name or " " in name or "\t" in name:
             raise FramingError("malformed HTTP response header field")
-        value = value.strip(" \t")
-        if not ascii_only and not value.isascii():
-            value = value.encode("latin-1").decode("utf-8", "replace")
-        headers.append((name, value))
         lowered = name.lower()
-        if lowered not in _SPECIAL:
-            forward.append((name, value))
+        if lowered not in special:
+            forward.append(line)
         elif lowered == "content-length":
-            lengths.add(value)
+            lengths.add(value.strip(" \t"))
         elif lowered == "transfer-encoding":
             encodings += [t.strip().lower() for t in value.split(",") if t.strip()]
         elif lowered == "connection":
             connection += [t.strip().lower() for t in value.split(",") if t.strip()]
     listed = set(connection) - {"close", "keep-alive"}
     if listed:
-        forward = [(n, v) for n, v in forward if n.lower() not in listed]
+        forward = [line for line in forward if line.partition(":")[0].lower() not in listed]
+    block = "\r\n".join(lines[1:])
+    passed = "\r\n".join(forward)
     status = int(code)
     close = "close" in connection or (version == "HTTP/1.0" and "keep-alive" not in connection)
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         # The framing is empty; a Content-Length header still describes the resource
         # and is passed on as is.
-        return Head(status, reason, headers, 0, False, close, forward)
+        return Head(status, reason, block, 0, False, close, passed)
     if encodings:
         # RFC 9112 6.3: chunked must be last; anything else is read until close.
         chunked = encodings[-1] == "chunked"
-        return Head(status, reason, headers, None, chunked, close or not chunked, forward)
+        return Head(status, reason, block, None, chunked, close or not chunked, passed)
     if lengths:
         if len(lengths) != 1 or not next(iter(lengths)).isdigit():
             raise FramingError("malformed HTTP response: bad Content-Length")
-        return Head(status, reason, headers, int(next(iter(lengths))), False, close, forward)
-    return Head(status, reason, headers, None, False, True, forward)  # until close
+        return Head(status, reason, block, int(next(iter(lengths))), False, close, passed)
+    return Head(status, reason, block, None, False, True, passed)  # until close
 
 
 # --- bodies ----------------------------------------------------------------------------

@@ -298,16 +298,18 @@ class ApiProxy:
         answer: UpstreamResponse,
         watch: _Watch | None,
     ) -> None:
-        assert answer.head is not None
-        headers = answer.head.forward
+        head = answer.head
+        assert head is not None
+        # The API server's end-to-end header lines go to the client as received.
+        raw = head.forward
         length = answer.content_length
-        if exchange.method == "HEAD" or answer.status in _NO_BODY_STATUS:
+        if exchange.method == "HEAD" or head.status in _NO_BODY_STATUS:
             # No body: the API server's Content-Length describes what a GET would get.
-            declared = answer.head.get("Content-Length") if answer.head else None
+            declared = head.get("Content-Length")
             size = int(declared) if declared is not None and declared.isdigit() else None
-            if answer.status == 204:
+            if head.status == 204:
                 size = None
-            await exchange.start(answer.status, headers, size, answer.reason)
+            await exchange.start(head.status, (), size, head.reason, raw)
             await exchange.end()
             return
         if watch is None and length is not None and length <= SMALL_BODY:
@@ -319,7 +321,7 @@ class ApiProxy:
                 self.metrics.upstream_errors.labels(upstream.name).inc()
                 exchange.abort()
                 return
-            await exchange.send(answer.status, headers, body, answer.reason)
+            await exchange.send(head.status, (), body, head.reason, raw=raw)
             return
         if watch is not None:
             self._watches.add(watch)
@@ -327,7 +329,7 @@ class ApiProxy:
             if self._stopping:
                 watch.ended_by_proxy = True
                 answer.end()
-        await exchange.start(answer.status, headers, length, answer.reason)
+        await exchange.start(head.status, (), length, head.reason, raw)
         try:
             async for data in answer:
                 await exchange.write(data)

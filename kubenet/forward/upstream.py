@@ -139,7 +139,6 @@ class UpstreamResponse:
         "_waiter",
         "complete",
         "head",
-        "headers",
         "reader",
         "reason",
         "request_sent",
@@ -153,7 +152,6 @@ class UpstreamResponse:
         #: The head's parts, once it arrived.
         self.status = 0
         self.reason = ""
-        self.headers: list[tuple[str, str]] = []
         self._head_ready: asyncio.Future[Head] = asyncio.get_running_loop().create_future()
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -167,6 +165,11 @@ class UpstreamResponse:
     # -- the head ---------------------------------------------------------------------
 
     @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The answer's header fields (parsed on demand)."""
+        return self.head.headers if self.head is not None else []
+
+    @property
     def content_length(self) -> int | None:
         """The body length when Content-Length frames it (None: chunked or until close)."""
         assert self.head is not None
@@ -176,7 +179,7 @@ class UpstreamResponse:
 
     def _on_head(self, head: Head) -> None:
         self.head = head
-        self.status, self.reason, self.headers = head.status, head.reason, head.headers
+        self.status, self.reason = head.status, head.reason
         if not self._head_ready.done():
             self._head_ready.set_result(head)
 
