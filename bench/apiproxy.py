@@ -293,8 +293,8 @@ def stream(proxy: Proxy) -> dict[str, float]:
     sampler.start()
     try:
         out = subprocess.run(
-            ["curl", "-s", "-o", "/dev/null", "-w", "%{size_download} %{speed_download} %{http_code}",
-             f"{proxy.url}{BIG_PATH}"],
+            ["curl", "-s", "-o", "/dev/null",
+             "-w", "%{size_download} %{speed_download} %{http_code}", f"{proxy.url}{BIG_PATH}"],
             capture_output=True, text=True, timeout=600, check=True,
         ).stdout.split()  # fmt: skip
     finally:
