@@ -50,8 +50,8 @@ from .upstream import Upstream, UpstreamError, UpstreamResponse
 
 #: Bytes read from an upgraded stream at a time.
 CHUNK = 64 * 1024
-#: Filter verdicts remembered (method, path, Host, upgrade) before starting over.
-VERDICT_CACHE = 4096
+#: Routing decisions remembered (method, target, Host, upgrade) before starting over.
+DECISION_CACHE = 4096
 #: Answers up to this size (with a Content-Length) are read whole and sent in one write.
 SMALL_BODY = 256 * 1024
 #: Longest error body echoed from a refused upgrade.
@@ -150,7 +150,7 @@ class ApiProxy:
         self.metrics = metrics or ProxyMetrics()
         self._watches: set[_Watch] = set()
         self._stopping = False
-        self._verdicts: dict[tuple[str, str, str, bool], bool] = {}
+        self._decisions: dict[tuple[str, str, str, bool], tuple[Upstream, str, bool]] = {}
 
     async def end_streams(self) -> None:
         """End every open watch cleanly (a complete chunked body), for shutdown.
@@ -200,53 +200,64 @@ class ApiProxy:
                 exchange, 401, "Unauthorized", [("WWW-Authenticate", 'Bearer realm="api-proxy"')]
             )
             return
+        head = exchange.head
+        key = (head.method, head.target, head.host, head.upgrade)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = await self._decide(exchange, cluster)
+            if decision is None:
+                return  # answered already: refused, redirected, not found, a file
+            # Everything the decision depends on is in the key, and the configuration
+            # does not change: the same few requests come again and again (bounded).
+            if len(self._decisions) >= DECISION_CACHE:
+                self._decisions.clear()
+            self._decisions[key] = decision
+        upstream, forwarded, watch = decision
+        cluster[0] = upstream.name
+        if head.upgrade and exchange.header("Upgrade"):
+            await self._relay_upgrade(exchange, upstream, forwarded)
+        else:
+            await self._forward(exchange, upstream, forwarded, watch)
+
+    async def _decide(
+        self, exchange: Exchange, cluster: list[str | None]
+    ) -> tuple[Upstream, str, bool] | None:
+        """Where a request goes upstream (cluster, target, whether it is a watch), or
+        None once it has been answered here."""
         raw_path, query, authority = _split_target(exchange.target)
         try:
             canonical = normalise(raw_path, query)
         except PathRefused as exc:
             self.metrics.rejected.labels("path").inc()
             await send_plain(exchange, 400, f"Bad Request: {exc}")
-            return
+            return None
         if isinstance(canonical, Redirect):
             await send_redirect(exchange, canonical.location)
-            return
+            return None
         route = self.router.route(canonical.path, query)
         if route.kind is RouteKind.NOT_FOUND:
             await send_plain(exchange, 404, "404 page not found")
-            return
+            return None
         if route.kind is RouteKind.REDIRECT:
             await send_redirect(exchange, route.path)
-            return
+            return None
         if route.kind is RouteKind.STATIC:
             assert self.static is not None
             await self.static.respond(exchange, route.path)
-            return
-
+            return None
         upstream = self._single or self.upstreams[route.cluster or ""]
         cluster[0] = upstream.name
-        upgrade = exchange.head.upgrade
         rules = self.config.rules
         if rules is not None:
             host = authority if authority is not None else exchange.head.host
-            key = (exchange.method, route.path, host, upgrade)
-            accepted = self._verdicts.get(key)
-            if accepted is None:
-                accepted = rules.accepts(exchange.method, route.path, host_of(host), upgrade)
-                # The same few paths come again and again; keep their verdicts (bounded).
-                if len(self._verdicts) >= VERDICT_CACHE:
-                    self._verdicts.clear()
-                self._verdicts[key] = accepted
-            if not accepted:
+            if not rules.accepts(exchange.method, route.path, host_of(host), exchange.head.upgrade):
                 self.metrics.rejected.labels("filter").inc()
                 await send_plain(exchange, 403, "Forbidden")
-                return
+                return None
         forwarded = upstream.target(
             route.path if canonical.plain else encode_path(route.path), query
         )
-        if upgrade and exchange.header("Upgrade"):
-            await self._relay_upgrade(exchange, upstream, forwarded)
-        else:
-            await self._forward(exchange, upstream, forwarded, is_watch(route.path, query))
+        return upstream, forwarded, is_watch(route.path, query)
 
     def _headers(
         self, exchange: Exchange, upstream: Upstream, authorization: str | None, upgrade: bool

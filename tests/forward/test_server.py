@@ -578,3 +578,19 @@ def test_no_spelling_of_exec_or_attach_reaches_the_api_server() -> None:
             assert b.seen == []
 
     run(scenario())
+
+
+def test_remembered_decisions_never_cross_requests() -> None:
+    async def scenario() -> None:
+        rules = FilterRules.from_flags(reject_methods="^DELETE$")
+        async with backend() as b, running_proxy(upstream(b.url), ProxyConfig(rules=rules)) as p:
+            for _ in range(2):  # the second round is answered from remembered decisions
+                assert (await raw_request(p.address, "GET", "/api/v1/pods")).status == 200
+                r = await raw_request(p.address, "GET", "/api/v1/pods", host="evil.com")
+                assert r.status == 403
+                assert (await raw_request(p.address, "DELETE", "/api/v1/pods")).status == 403
+                r = await raw_request(p.address, "GET", "/api/v1/pods", host="[::1]:8001")
+                assert r.status == 200
+            assert [s.method for s in b.seen].count("DELETE") == 0
+
+    run(scenario())
