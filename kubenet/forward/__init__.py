@@ -2,12 +2,17 @@
 
 The pieces, each usable on its own:
 
-- :mod:`~kubenet.forward.filter`: kubectl proxy's accept/reject rules;
-- :mod:`~kubenet.forward.paths`: path normalisation and prefix routing;
+- :mod:`~kubenet.forward.filter`: kubectl proxy's accept/reject rules (pure);
+- :mod:`~kubenet.forward.paths`: path normalisation and prefix routing (pure);
+- :mod:`~kubenet.forward.headers`: header rewriting between client and API server (pure);
+- :mod:`~kubenet.forward.http1`: HTTP/1.1 framing in both directions (pure);
 - :mod:`~kubenet.forward.credentials`: kubeconfig -> upstream credentials;
 - :mod:`~kubenet.forward.upstream`: pooled connections to one API server;
-- :mod:`~kubenet.forward.server`: the aiohttp application (:class:`ApiProxy`);
-- :mod:`~kubenet.forward.serve`: listening, metrics and graceful shutdown.
+- :mod:`~kubenet.forward.front`: the HTTP/1.1 server side (connections, exchanges);
+- :mod:`~kubenet.forward.server`: the proxy core (:class:`ApiProxy`);
+- :mod:`~kubenet.forward.static`, :mod:`~kubenet.forward.observe`: files, access log,
+  metrics;
+- :mod:`~kubenet.forward.serve`: listening, metrics listener, graceful shutdown.
 
 Embedding, in a few lines::
 
@@ -17,8 +22,6 @@ Embedding, in a few lines::
     upstreams = upstreams_for(KubeconfigOptions(context="kind-kind"))
     proxy = ApiProxy(ProxyConfig(), upstreams)
     asyncio.run(serve(proxy, Listener(port=8001), ready=print))
-
-or mount ``proxy.application()`` in an aiohttp app of your own.
 """
 
 from .clientauth import ClientTokens, TokenFileError
@@ -40,6 +43,7 @@ from .filter import (
     host_of,
     is_upgrade_request,
 )
+from .front import Exchange, FrontServer
 from .observe import AccessLog, ProxyMetrics
 from .paths import Canonical, PathRefused, Redirect, Router, normalise
 from .serve import Listener, bind, format_address, serve
@@ -58,8 +62,10 @@ __all__ = [
     "ClientTokens",
     "ClusterCredentials",
     "CredentialsError",
+    "Exchange",
     "FilterError",
     "FilterRules",
+    "FrontServer",
     "KubeconfigOptions",
     "Listener",
     "PathRefused",
