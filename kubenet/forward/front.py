@@ -420,8 +420,9 @@ class HttpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         if self._relay is not None:
+            # As Go's relay: one side done means both are (the relay closes the rest).
             self._relay.end()
-            return True  # keep our side open until the relay finishes
+            return None
         exchange = self._exchange
         if exchange is not None and exchange._body is not None and not exchange.body_complete:
             exchange._body.end(ClientGone("the client closed mid-body"))
