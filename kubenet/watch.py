@@ -10,10 +10,13 @@ on one asyncio event loop (aiohttp, no threads):
   with jitter, as client-go's);
 * **410 Gone** ("too old resource version") and "too large resource version" (a
   restarted server with a fresh store) mean the history is lost: the resource is
-  **listed again**, and what changed in between is reported as ordinary events
-  (additions, modifications by ``resourceVersion``, deletions of whatever the new list
-  no longer holds). Nothing is reported while the server is unreachable, so a
-  consumer's state, and the rules built from it, stay exactly as they are.
+  **listed again**, and reported as ordinary events: every object listed as added
+  or modified, and deletions of whatever the new list no longer holds. As with
+  client-go's Replace, a modification is reported whether or not the object changed:
+  resource versions cannot tell (a restored or restarted store numbers afresh), so
+  the consumer compares contents. Nothing is reported while the server is
+  unreachable, so a consumer's state, and the rules built from it, stay exactly as
+  they are.
 
 Events go to a handler in batches: one batch per (re)list, flagged ``synced``, then
 one per watch event. Watch streams are split into lines here (not with aiohttp's
@@ -251,8 +254,8 @@ class Reflector:
         self.handler = handler
         self.backoff = backoff or Backoff()
         self.watch_timeout = watch_timeout
-        #: resourceVersion of each object known, to turn a relist into events.
-        self._known: dict[str, str] = {}
+        #: The objects known, to turn a relist into events.
+        self._known: set[str] = set()
         self.resource_version = ""
         self.synced = asyncio.Event()
         self.lists = 0
@@ -294,17 +297,12 @@ class Reflector:
         started = time.monotonic()
         items, rv = await self.client.list(self.resource)
         deltas: list[Delta] = []
-        seen: dict[str, str] = {}
+        seen: set[str] = set()
         for obj in items:
             key = object_key(obj)
-            version = _resource_version(obj)
-            seen[key] = version
-            before = self._known.get(key)
-            if before is None:
-                deltas.append(Delta(ADDED, key, obj))
-            elif before != version:
-                deltas.append(Delta(MODIFIED, key, obj))
-        for key in self._known.keys() - seen.keys():
+            seen.add(key)
+            deltas.append(Delta(MODIFIED if key in self._known else ADDED, key, obj))
+        for key in self._known - seen:
             namespace, _, name = key.rpartition("/")
             stub: JsonObject = {"metadata": {"name": name}}
             if namespace:
@@ -343,9 +341,9 @@ class Reflector:
                 continue
             key = object_key(obj)
             if kind == DELETED:
-                self._known.pop(key, None)
+                self._known.discard(key)
             else:
-                self._known[key] = version
+                self._known.add(key)
             if version:
                 self.resource_version = version
             self.backoff.reset()

@@ -232,3 +232,15 @@ def test_the_kernel_takes_every_script_of_a_history(netns: Netns) -> None:
     netns.run(["nft", "-f", "-"], stdin=render(ServiceMap.of(list(ports.values())), OPTIONS).text)
     fresh = netns.run(["nft", "list", "table", "ip", "kube-proxy"]).stdout
     assert parse_script(listed).canonical() == parse_script(fresh).canonical()
+
+
+def test_an_update_without_a_script_changes_the_table_the_same() -> None:
+    quiet, loud = IncrementalTable(OPTIONS), IncrementalTable(OPTIONS)
+    ports = {p.name: p for p in representative()}
+    assert quiet.update(ports, script=False).empty
+    loud.update(ports)
+    assert quiet.ruleset().canonical() == loud.ruleset().canonical()
+    gone = dict.fromkeys(list(ports)[:3])
+    quiet.update(gone, script=False)
+    loud.update(gone)
+    assert quiet.ruleset().canonical() == loud.ruleset().canonical()

@@ -29,7 +29,7 @@ import abc
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import ClassVar
@@ -62,6 +62,10 @@ DISPATCH_MAPS = (
     "service-nodeports",
     "service-ips",
 )
+
+
+#: Scripts up to this many characters go through libnftables in this process.
+SMALL_SCRIPT = 256 * 1024
 
 
 class ApplyError(RuntimeError):
@@ -118,6 +122,16 @@ class Backend(abc.ABC):
     async def read_back(self) -> str:
         """The rules as the kernel has them now."""
 
+    async def stream(
+        self, batches: Iterator[Changes], service_map: Callable[[], ServiceMap]
+    ) -> SyncReport | None:
+        """A first full sync fed in batches, applied while the next batch is prepared.
+
+        For a cold start: the kernel tool loads one batch while the caller translates
+        the next. None when the mode cannot (then nothing was consumed or applied).
+        """
+        return None
+
 
 async def _in_thread(fn: Callable[[], None]) -> None:
     """Run a blocking kernel call off the event loop; turn its failure into ApplyError."""
@@ -144,6 +158,7 @@ class NftablesBackend(Backend):
         self.max_elements = max_elements
         self._tables = {family: IncrementalTable(o) for family, o in self.options.items()}
         self._reload = False
+        self._nft = nftables_dp.NftContext()
 
     def configure(self, options: Mapping[IPFamily, RenderOptions]) -> None:
         super().configure(options)
@@ -167,7 +182,7 @@ class NftablesBackend(Backend):
             self._reload = False
             full = True
         report = SyncReport(full)
-        deltas = [table.update(changes) for table in self._tables.values()]
+        deltas = [table.update(changes, script=not full) for table in self._tables.values()]
         report.changed = sum(d.elements for d in deltas)
         if not full:
             script = "".join(d.script for d in deltas)
@@ -178,8 +193,69 @@ class NftablesBackend(Backend):
                 report.transactions += await self._full(family, table)
         if not dry_run:
             for _, script in report.transactions:
-                await _in_thread(partial(nftables_dp.load, script))
+                await _in_thread(partial(self._load, script))
         return report
+
+    async def stream(
+        self, batches: Iterator[Changes], service_map: Callable[[], ServiceMap]
+    ) -> SyncReport | None:
+        """Load fresh tables batch by batch, each batch's nft transaction running (in a
+        worker thread, through libnftables) while the next batch is translated.
+
+        Only where the kernel has no table of ours yet: over an existing table a full
+        sync must be one transaction, so that no packet sees it half rewritten.
+        """
+        for family in self._tables:
+            try:
+                listed = await asyncio.to_thread(nftables_dp.list_skeleton, family)
+            except (CommandError, OSError) as exc:
+                raise ApplyError(str(exc)) from exc
+            if listed is not None:
+                return None
+        if self._reload:
+            self._reload = False
+        report = SyncReport(True)
+        pending: asyncio.Task[None] | None = None
+
+        async def submit(script: str) -> None:
+            nonlocal pending
+            if pending is not None:
+                await pending
+            report.transactions.append(("nft", script))
+            pending = asyncio.create_task(_in_thread(partial(self._nft.load, script)))
+
+        try:
+            # The tables themselves first (chains, empty sets), then each batch's
+            # elements and chains as an ordinary update.
+            await submit("".join(t.ruleset().script() for t in self._tables.values()))
+            first = True
+            for batch in batches:
+                if first:
+                    # New options took effect: everything drained so far goes in.
+                    batch = {**{p.name: p for p in service_map()}, **batch}
+                    first = False
+                deltas = [table.update(batch) for table in self._tables.values()]
+                report.changed += sum(d.elements for d in deltas)
+                script = "".join(d.script for d in deltas)
+                if script:
+                    await submit(script)
+                # Let the event loop breathe between batches (watches, health probes).
+                await asyncio.sleep(0)
+        finally:
+            if pending is not None:
+                await pending
+        return report
+
+    def _load(self, script: str) -> None:
+        """Small updates in this process (no nft start-up), large loads in an nft process.
+
+        A large script costs nft as much memory as the table it describes; in a
+        separate process that memory is given back as soon as the load is done.
+        """
+        if len(script) <= SMALL_SCRIPT:
+            self._nft.load(script)
+        else:
+            nftables_dp.load(script)
 
     async def _full(self, family: IPFamily, table: IncrementalTable) -> list[tuple[str, str]]:
         new = table.ruleset()

@@ -71,13 +71,30 @@ class Changes:
         self.trigger_times += other.trigger_times
 
 
+#: Metadata no translation reads: dropped, so that two versions of an object with the
+#: same content compare equal (and no memory is spent on them).
+_UNREAD = frozenset(
+    {
+        "managedFields",
+        "annotations",
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "ownerReferences",
+        "generateName",
+        "selfLink",
+    }
+)
+
+
 def _slim(obj: JsonObject) -> JsonObject:
-    """The object without managedFields and annotations, which no translation reads."""
+    """The object without the metadata no translation reads."""
     meta = obj.get("metadata")
-    if not isinstance(meta, dict) or not ("managedFields" in meta or "annotations" in meta):
+    if not isinstance(meta, dict):
         return obj
     slim = dict(obj)
-    slim["metadata"] = {k: v for k, v in meta.items() if k not in ("managedFields", "annotations")}
+    slim["metadata"] = {k: v for k, v in meta.items() if k not in _UNREAD}
     return slim
 
 
@@ -139,7 +156,10 @@ class ClusterCache:
             if delta.type == DELETED:
                 self._services.pop(key, None)
             else:
-                self._services[key] = _slim(delta.object)
+                slim = _slim(delta.object)
+                if self._services.get(key) == slim:
+                    continue  # the same content again (a relist)
+                self._services[key] = slim
             self._dirty.add(key)
             self.service_events += 1
         self.services_synced |= synced
@@ -149,6 +169,8 @@ class ClusterCache:
     def on_slices(self, deltas: Sequence[Delta], synced: bool) -> None:
         for delta in deltas:
             key = _split(delta.key)
+            if delta.type != DELETED and self._slices.get(key) == _slim(delta.object):
+                continue  # the same content again (a relist)
             before = self._slice_owner.pop(key, None)
             if before is not None:
                 self._dirty.add(before)

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from kubenet.dataplane import conntrack
@@ -40,6 +40,9 @@ from kubenet.translate import NodeInfo
 log = logging.getLogger(__name__)
 
 OptionsFor = Callable[[NodeInfo], Mapping[IPFamily, RenderOptions]]
+
+#: Services translated per batch when a first sync is streamed to the kernel.
+STREAM_BATCH = 1000
 
 
 @dataclass
@@ -151,7 +154,8 @@ class Proxier:
         start = time.monotonic()
         self._last_start = start
         self._dirty = False
-        changes = self.cache.drain()
+        streamed = full and not self.synced.is_set() and not self.dry_run
+        changes = self.cache.drain(limit=STREAM_BATCH if streamed else None)
         self.metrics.service_changes_pending.set(0)
         self.metrics.endpoint_changes_pending.set(0)
         if changes.node_changed:
@@ -167,9 +171,19 @@ class Proxier:
         families = self.backend.families
         report: SyncReport | None = None
         try:
-            report = await self.backend.sync(
-                port_changes, self.cache.service_map, full=full, dry_run=self.dry_run
-            )
+            if streamed:
+                report = await self.backend.stream(
+                    self._batches(port_changes, changes), self.cache.service_map
+                )
+            if report is None:
+                if self.cache.pending_services:
+                    rest = self.cache.drain()
+                    changes.merge(rest)
+                    self._unsynced.merge(rest)
+                    port_changes.update({n: c.new for n, c in rest.ports.items()})
+                report = await self.backend.sync(
+                    port_changes, self.cache.service_map, full=full, dry_run=self.dry_run
+                )
         except ApplyError as exc:
             return self._failed(start, full, changes, exc)
         now_wall = time.time()
@@ -202,6 +216,17 @@ class Proxier:
         self.synced.set()
         self.after_sync(record)
         return record
+
+    def _batches(
+        self, first: dict[ServicePortName, ServicePort | None], changes: Changes
+    ) -> Iterator[dict[ServicePortName, ServicePort | None]]:
+        """The first batch, then the rest of the cache a batch at a time (translated lazily)."""
+        yield first
+        while self.cache.pending_services:
+            batch = self.cache.drain(limit=STREAM_BATCH)
+            changes.merge(batch)
+            self._unsynced.merge(batch)
+            yield {name: change.new for name, change in batch.ports.items()}
 
     def _failed(self, start: float, full: bool, changes: Changes, exc: ApplyError) -> SyncRecord:
         self.failures += 1

@@ -673,8 +673,11 @@ def claim_keys(port: ServicePort, family: IPFamily) -> tuple[str, ...]:
     """
     if port.cluster_ip(family) is None:
         return ()
-    # Cheap when the port is of one family already (it is then returned as is).
-    view = port.for_family(family)
+    return view_claim_keys(port.for_family(family), family)
+
+
+def view_claim_keys(view: ServicePort, family: IPFamily) -> tuple[str, ...]:
+    """:func:`claim_keys` of a port already cut to ``family`` (``for_family``)."""
     proto = view.protocol.lower()
     cluster_ip = view.cluster_ip(family)
     keys = [f"{cluster_ip} . {proto} . {view.port}"]
@@ -726,6 +729,10 @@ class PortRenderer:
             raise ValueError(f"{port.name} has no {self.family.value} ClusterIP")
         return self._builder.port_rules(port.for_family(self.family), won)
 
+    def render_view(self, view: ServicePort, won: frozenset[str]) -> PortRules:
+        """:meth:`render` of a port already cut to this family (``for_family``)."""
+        return self._builder.port_rules(view, won)
+
     def group(self, name: str) -> Chain:
         """The definition of a shared chain that some rendered port named."""
         return self._builder.group_chains[name]
@@ -744,6 +751,7 @@ class _PortBuilder(_Builder):
         super().__init__(family, options)
         self._won: frozenset[str] = frozenset()
         self._used: set[str] = set()
+        self._targets: dict[str, tuple[str, ...]] = {}
 
     def claim(self, key: str) -> bool:
         return key in self._won
@@ -762,11 +770,16 @@ class _PortBuilder(_Builder):
         if name in self._used:
             return
         self._used.add(name)
-        for rule in self.group_chains[name].rules:
-            words = rule.split()
-            for verb, target in pairwise(words):
-                if verb in ("goto", "jump") and target in self.group_chains:
-                    self._note(target)
+        targets = self._targets.get(name)
+        if targets is None:
+            targets = self._targets[name] = tuple(
+                target
+                for rule in self.group_chains[name].rules
+                for verb, target in pairwise(rule.split())
+                if verb in ("goto", "jump") and target in self.group_chains
+            )
+        for target in targets:
+            self._note(target)
 
     def port_rules(self, port: ServicePort, won: frozenset[str]) -> PortRules:
         self._won, self._used = won, set()

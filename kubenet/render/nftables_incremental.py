@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from kubenet.model import IPFamily, ServicePort, ServicePortName
 from kubenet.options import RenderOptions
 from kubenet.render.nft_ruleset import Chain, NftSet, Ruleset, frozen_elements
-from kubenet.render.nftables import PortRenderer, PortRules, claim_keys, group_order
+from kubenet.render.nftables import PortRenderer, PortRules, group_order, view_claim_keys
 
 
 @dataclass(frozen=True)
@@ -112,11 +112,15 @@ class IncrementalTable:
 
     # --------------------------------------------------------------- updating
 
-    def update(self, changes: Mapping[ServicePortName, ServicePort | None]) -> NftDelta:
+    def update(
+        self, changes: Mapping[ServicePortName, ServicePort | None], *, script: bool = True
+    ) -> NftDelta:
         """Take new versions of some ports (None: the port is gone); return the script.
 
         A port without a ClusterIP of this family counts as gone. The script turns
-        the table as it was into the table as it now is, in one transaction.
+        the table as it was into the table as it now is, in one transaction. With
+        ``script=False`` none is written (a full sync writes the whole table anyway),
+        which saves the bookkeeping of what each element was before.
         """
         old_rules: list[PortRules] = []
         new_rules: list[PortRules] = []
@@ -130,9 +134,9 @@ class IncrementalTable:
             if view is None and old is None:
                 continue
             if old is not None:
-                old_rules.append(self._renderer.render(old, self._won.pop(name)))
+                old_rules.append(self._renderer.render_view(old, self._won.pop(name)))
             old_keys = self._claims.pop(name, ())
-            new_keys = claim_keys(view, self.family) if view is not None else ()
+            new_keys = view_claim_keys(view, self.family) if view is not None else ()
             for key in old_keys:
                 owners = self._owners[key]
                 owners.remove(name)
@@ -156,19 +160,30 @@ class IncrementalTable:
         for name in others:
             won = self._winnings(name)
             if won != self._won[name]:
-                old_rules.append(self._renderer.render(self._ports[name], self._won[name]))
+                old_rules.append(self._renderer.render_view(self._ports[name], self._won[name]))
                 self._won[name] = won
-                new_rules.append(self._renderer.render(self._ports[name], won))
+                new_rules.append(self._renderer.render_view(self._ports[name], won))
         for name in changed:
             port = self._ports.get(name)
             if port is not None:
                 won = self._won[name] = self._winnings(name)
-                new_rules.append(self._renderer.render(port, won))
+                new_rules.append(self._renderer.render_view(port, won))
+        if not script:
+            for rules in old_rules:
+                self._remove(rules)
+            for rules in new_rules:
+                self._add(rules)
+            return NftDelta("", 0, 0)
         return self._apply(old_rules, new_rules)
 
     def _winnings(self, name: ServicePortName) -> frozenset[str]:
-        owners = self._owners
-        return frozenset(k for k in self._claims[name] if min(owners[k]) == name)
+        """The claimed keys ``name`` is first (in ServiceMap order) to claim."""
+        won = []
+        for key in self._claims[name]:
+            owners = self._owners[key]
+            if len(owners) == 1 or min(owners, key=_order) == name:
+                won.append(key)
+        return frozenset(won)
 
     def _apply(self, old_rules: list[PortRules], new_rules: list[PortRules]) -> NftDelta:
         """Swap old contributions for new ones; write the script for the difference."""
@@ -311,6 +326,11 @@ class IncrementalTable:
         objects = len(added) + len(refilled) + len(removed) + len(doomed_sets) + len(created_sets)
         script = "".join(line + "\n" for line in out_lines)
         return NftDelta(script, count, objects)
+
+
+def _order(name: ServicePortName) -> tuple[str, str, str, str]:
+    """ServicePortName's order as a plain tuple (much cheaper to compare)."""
+    return name.namespace, name.name, name.port, name.protocol
 
 
 def _elements(verb: str, table: str, name: str, items: Iterable[str]) -> str:

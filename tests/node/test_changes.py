@@ -54,9 +54,10 @@ def test_a_slice_event_translates_its_service_only(cache: ClusterCache) -> None:
     assert len(change.old.endpoints) == 1 and len(change.new.endpoints) == 2
 
 
-def test_an_unchanged_object_reports_no_port_change(cache: ClusterCache) -> None:
+def test_a_change_that_changes_no_port_reports_none(cache: ClusterCache) -> None:
     cache.drain()
-    cache.on_services([_delta(MODIFIED, service("web", "10.96.0.10"))], False)
+    labelled = service("web", "10.96.0.10", labels={"team": "a"})
+    cache.on_services([_delta(MODIFIED, labelled)], False)
     changes = cache.drain()
     assert changes.services == 1 and changes.ports == {}
 
@@ -136,3 +137,16 @@ def test_trigger_times_and_batches(cache: ClusterCache) -> None:
     assert cache.drain().services == 3
     # Annotations are not kept once read.
     assert "annotations" not in cache._slices[("default", "s0-abc")]["metadata"]
+
+
+def test_a_relist_with_the_same_content_changes_nothing(cache: ClusterCache) -> None:
+    cache.drain()
+    again = service("web", "10.96.0.10")
+    again["metadata"]["resourceVersion"] = "999"  # type: ignore[index]
+    cache.on_services([_delta(MODIFIED, again)], True)
+    cache.on_slices([_delta(MODIFIED, endpoint_slice("web", ["10.244.1.2"]))], True)
+    assert cache.pending_services == 0
+    # Different content under the same resource version (a store started afresh) is
+    # still a change.
+    cache.on_slices([_delta(MODIFIED, endpoint_slice("web", ["10.244.1.7"]))], True)
+    assert cache.pending_services == 1 and cache.drain().ports
