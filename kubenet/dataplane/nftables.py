@@ -133,8 +133,8 @@ class NftContext:
         self._ctx: int | None = None
         self._unavailable = False
 
-    @property
-    def in_process(self) -> bool:
+    def open(self) -> bool:
+        """Open the library context now; False when the library is not there."""
         return self._open()
 
     def _open(self) -> bool:

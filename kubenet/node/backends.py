@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import itertools
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -122,6 +124,9 @@ class Backend(abc.ABC):
     async def read_back(self) -> str:
         """The rules as the kernel has them now."""
 
+    def prepare(self) -> None:  # noqa: B027 - an optional hook
+        """Open kernel handles early, in the process's own network namespace."""
+
     async def stream(
         self, batches: Iterator[Changes], service_map: Callable[[], ServiceMap]
     ) -> SyncReport | None:
@@ -165,6 +170,12 @@ class NftablesBackend(Backend):
         self._tables = {family: IncrementalTable(o) for family, o in self.options.items()}
         self._reload = True
 
+    def prepare(self) -> None:
+        # libnftables waits for the kernel with select(), which aborts the process for
+        # a descriptor above 1023: open its netlink socket now, while descriptors are
+        # few (health-check ports may later take a thousand).
+        self._nft.open()
+
     def table(self, family: IPFamily) -> IncrementalTable:
         return self._tables[family]
 
@@ -199,11 +210,13 @@ class NftablesBackend(Backend):
     async def stream(
         self, batches: Iterator[Changes], service_map: Callable[[], ServiceMap]
     ) -> SyncReport | None:
-        """Load fresh tables batch by batch, each batch's nft transaction running (in a
-        worker thread, through libnftables) while the next batch is translated.
+        """Load fresh tables a batch at a time: nft loads one batch while the next is made.
 
         Only where the kernel has no table of ours yet: over an existing table a full
-        sync must be one transaction, so that no packet sees it half rewritten.
+        sync must be one transaction, so that no packet sees it half rewritten. Each
+        batch is an ordinary update of the tables, so a Service appears whole, in one
+        transaction, or not at all. The batches go to an ``nft`` process each (on the
+        other core, its memory given back when it exits), not through libnftables.
         """
         for family in self._tables:
             try:
@@ -212,38 +225,48 @@ class NftablesBackend(Backend):
                 raise ApplyError(str(exc)) from exc
             if listed is not None:
                 return None
-        if self._reload:
-            self._reload = False
         report = SyncReport(True)
-        pending: asyncio.Task[None] | None = None
+        loading: asyncio.Task[None] | None = None
 
-        async def submit(script: str) -> None:
-            nonlocal pending
-            if pending is not None:
-                await pending
+        async def submit(script: str) -> float:
+            """Queue a transaction after the one loading; the seconds spent waiting."""
+            nonlocal loading
+            waited = time.monotonic()
+            if loading is not None:
+                await loading
             report.transactions.append(("nft", script))
-            pending = asyncio.create_task(_in_thread(partial(self._nft.load, script)))
+            loading = asyncio.create_task(_in_thread(partial(nftables_dp.load, script)))
+            return time.monotonic() - waited
 
         try:
-            # The tables themselves first (chains, empty sets), then each batch's
-            # elements and chains as an ordinary update.
+            # The tables themselves first (chains, empty sets), then the batches.
             await submit("".join(t.ruleset().script() for t in self._tables.values()))
-            first = True
-            for batch in batches:
-                if first:
-                    # New options took effect: everything drained so far goes in.
-                    batch = {**{p.name: p for p in service_map()}, **batch}
-                    first = False
+            if self._reload:
+                # New options took effect: what was drained already goes in first.
+                self._reload = False
+                batches = itertools.chain([{p.name: p for p in service_map()}], batches)
+            while True:
+                began = time.monotonic()
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                made = time.monotonic()
                 deltas = [table.update(batch) for table in self._tables.values()]
                 report.changed += sum(d.elements for d in deltas)
                 script = "".join(d.script for d in deltas)
-                if script:
-                    await submit(script)
-                # Let the event loop breathe between batches (watches, health probes).
-                await asyncio.sleep(0)
+                rendered = time.monotonic()
+                waited = await submit(script) if script else 0.0
+                log.debug(
+                    "first sync: %d ports translated in %.3fs, rendered in %.3fs; "
+                    "%.3fs waiting for nft",
+                    len(batch),
+                    made - began,
+                    rendered - made,
+                    waited,
+                )
         finally:
-            if pending is not None:
-                await pending
+            if loading is not None:
+                await loading
         return report
 
     def _load(self, script: str) -> None:

@@ -13,12 +13,18 @@ changed and is reported, so the caller can rebuild what depends on the node.
 
 Objects that cannot be used are logged once per change of their reasons, never on
 every sync, as upstream logs them.
+
+Memory: a large cluster's objects, as Python dicts, would be most of the daemon's
+memory, yet they are read only when their Service changes. So once a Service has
+been translated, it and its slices are kept pickled (a fifth of the size) and
+unpickled when next needed. Only this process ever pickles or unpickles them.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,8 +137,9 @@ class ClusterCache:
         self.on_change = on_change or (lambda: None)
         self.node_object: JsonObject | None = None
         self.node = NodeInfo(node_name)
-        self._services: dict[ServiceKey, JsonObject] = {}
-        self._slices: dict[ServiceKey, JsonObject] = {}
+        # Objects as received, or pickled once their Service has been translated.
+        self._services: dict[ServiceKey, JsonObject | bytes] = {}
+        self._slices: dict[ServiceKey, JsonObject | bytes] = {}
         self._slice_owner: dict[ServiceKey, ServiceKey] = {}
         self._by_service: dict[ServiceKey, set[ServiceKey]] = {}
         self._ports: dict[ServiceKey, tuple[ServicePort, ...]] = {}
@@ -157,7 +164,7 @@ class ClusterCache:
                 self._services.pop(key, None)
             else:
                 slim = _slim(delta.object)
-                if self._services.get(key) == slim:
+                if _same(self._services.get(key), slim):
                     continue  # the same content again (a relist)
                 self._services[key] = slim
             self._dirty.add(key)
@@ -169,7 +176,7 @@ class ClusterCache:
     def on_slices(self, deltas: Sequence[Delta], synced: bool) -> None:
         for delta in deltas:
             key = _split(delta.key)
-            if delta.type != DELETED and self._slices.get(key) == _slim(delta.object):
+            if delta.type != DELETED and _same(self._slices.get(key), _slim(delta.object)):
                 continue  # the same content again (a relist)
             before = self._slice_owner.pop(key, None)
             if before is not None:
@@ -261,13 +268,18 @@ class ClusterCache:
         return changes
 
     def _translate(self, key: ServiceKey, changes: Changes) -> None:
-        service = self._services.get(key)
-        if service is None:
+        stored = self._services.get(key)
+        if stored is None:
             ports: tuple[ServicePort, ...] = ()
             skipped: tuple[Skipped, ...] = ()
         else:
-            slices = [self._slices[k] for k in self._by_service.get(key, ())]
-            ports, skipped = translate_service(service, slices, self.node)
+            slice_keys = self._by_service.get(key, ())
+            slices = [_thaw(self._slices[k]) for k in slice_keys]
+            ports, skipped = translate_service(_thaw(stored), slices, self.node)
+            # Keep them small until the Service changes again.
+            self._services[key] = _freeze(stored)
+            for k, obj in zip(slice_keys, slices, strict=True):
+                self._slices[k] = _freeze(obj)
         if skipped != self._skipped.get(key, ()):
             for reason in skipped:
                 log.warning("skipped %s", reason)
@@ -286,6 +298,21 @@ class ClusterCache:
             self._ports[key] = ports
         else:
             self._ports.pop(key, None)
+
+
+def _freeze(obj: JsonObject | bytes) -> bytes:
+    return obj if isinstance(obj, bytes) else pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _thaw(obj: JsonObject | bytes) -> JsonObject:
+    if isinstance(obj, bytes):
+        thawed: JsonObject = pickle.loads(obj)
+        return thawed
+    return obj
+
+
+def _same(stored: JsonObject | bytes | None, obj: JsonObject) -> bool:
+    return stored is not None and _thaw(stored) == obj
 
 
 def _split(key: str) -> ServiceKey:

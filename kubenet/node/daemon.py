@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import logging
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -203,11 +204,13 @@ async def run(config: ProxyConfig, *, stop: asyncio.Event | None = None) -> int:
     missing = missing_support(config.mode)
     if missing:
         raise StartupError(f"--proxy-mode {config.mode.value}: {missing}")
+    _raise_open_files_limit()
     try:
         access = kubeconfig.load(config.kubeconfig or None, config.master or None)
     except kubeconfig.KubeconfigError as exc:
         raise StartupError(str(exc)) from None
     daemon, client = build(config, access)
+    daemon.backend.prepare()
     log.info(
         "node-proxy %s mode on node %s (families %s), API server %s%s",
         config.mode.value,
@@ -259,6 +262,17 @@ async def run(config: ProxyConfig, *, stop: asyncio.Event | None = None) -> int:
             await runner.cleanup()
         await client.close()
     return 0
+
+
+def _raise_open_files_limit() -> None:
+    """Allow as many descriptors as the hard limit does (Go programs do this at start).
+
+    Every health-check node port is a listening socket; a large cluster has many.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run_cleanup() -> int:

@@ -260,18 +260,16 @@ class ServiceHealthServers:
             return web.Response(status=status, body=body.encode(), headers=headers)
 
         loop = asyncio.get_running_loop()
-        hosts: list[str | None] = list(self.addresses) or [None]
         servers: list[asyncio.AbstractServer] = []
         try:
-            for host in hosts:
+            if not self.addresses:
+                # Every address of both families on one socket, as Go listens on ":port"
+                # (a cluster may have a thousand of these ports: one descriptor each).
+                sock = _any_address_socket(port)
+                servers.append(await loop.create_server(web.Server(handle), sock=sock))
+            for host in self.addresses:
                 servers.append(
-                    await loop.create_server(
-                        web.Server(handle),
-                        host,
-                        port,
-                        reuse_address=True,
-                        family=socket.AF_UNSPEC,
-                    )
+                    await loop.create_server(web.Server(handle), host, port, reuse_address=True)
                 )
         except OSError:
             for server in servers:
@@ -281,3 +279,24 @@ class ServiceHealthServers:
 
     async def close(self) -> None:
         await self.sync({})
+
+
+def _any_address_socket(port: int) -> socket.socket:
+    """A listening TCP socket on every IPv6 and IPv4 address (IPv4 alone without IPv6)."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address: tuple[str, int] = ("0.0.0.0", port)
+    else:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        address = ("::", port)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

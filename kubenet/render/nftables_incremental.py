@@ -187,6 +187,8 @@ class IncrementalTable:
 
     def _apply(self, old_rules: list[PortRules], new_rules: list[PortRules]) -> NftDelta:
         """Swap old contributions for new ones; write the script for the difference."""
+        if not old_rules:
+            return self._additions(new_rules)
         # What each touched element, chain and set was before, to compare afterwards.
         before: dict[str, dict[str, _Value]] = {}
         for rules in (*old_rules, *new_rules):
@@ -209,6 +211,45 @@ class IncrementalTable:
         for rules in new_rules:
             self._add(rules)
         return self._script(before, chains_before, sets_before)
+
+    def _additions(self, new_rules: list[PortRules]) -> NftDelta:
+        """:meth:`_apply` when nothing goes (new ports, a table being filled): only adds.
+
+        An element another port already wrote changes nothing (the first writer's
+        value stands), so the script adds exactly the keys that were absent, and the
+        chains and sets that did not exist.
+        """
+        t = self._target
+        added: dict[str, list[str]] = {}
+        chains: dict[str, Chain] = {}
+        sets: list[NftSet] = []
+        extra = self._extra
+        for rules in new_rules:
+            for set_name, pairs in rules.elements:
+                found = self._elements[set_name]
+                fresh = added.setdefault(set_name, [])
+                for key, value in pairs:
+                    if key in found:
+                        extra[(set_name, key)] = extra.get((set_name, key), 0) + 1
+                    else:
+                        found[key] = value
+                        fresh.append(key if value is None else f"{key} : {value}")
+            for group in rules.groups:
+                if group not in self._groups:
+                    chains[group] = self._renderer.group(group)
+                    self._groups[group] = 0
+                self._groups[group] += 1
+            for chain in rules.chains:
+                chains[chain.name] = self._chains[chain.name] = chain
+            for nft_set in rules.sets:
+                self._sets[nft_set.name] = nft_set
+                sets.append(nft_set)
+        out = [f"add chain {t} {name}" for name in chains]
+        out += [f"add {s.kind} {t} {s.name} {{ " + "; ".join(s.declaration()) + "; }" for s in sets]
+        out += [_elements("add", t, name, items) for name, items in added.items() if items]
+        out += [f"add rule {t} {c.name} {rule}" for c in chains.values() for rule in c.rules]
+        count = sum(len(items) for items in added.values())
+        return NftDelta("".join(line + "\n" for line in out), count, len(chains) + len(sets))
 
     def _remove(self, rules: PortRules) -> None:
         extra = self._extra
