@@ -3,6 +3,7 @@
 #
 #   ./dev.sh demo    install everything, then render and trace the Services in examples/
 #   ./dev.sh test    install everything, then run lint, type checks and the whole test suite
+#   ./dev.sh bench   install everything (and nginx, wrk for api-proxy's), then run the benchmarks
 #
 # Installs the kernel tools with apt (iptables, nftables, conntrack, ipset, ipvsadm,
 # iproute2, kubectl's Debian package when /usr/bin/kubectl is missing) and the
@@ -72,8 +73,18 @@ case "${1:-}" in
     shift
     exec .venv/bin/python -m pytest "$@"
     ;;
+  bench)
+    need_root bench
+    install_system
+    for p in nginx-light wrk curl; do
+      dpkg -s "$p" >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null
+    done
+    install_python
+    shift
+    exec .venv/bin/python -m bench "$@"
+    ;;
   *)
-    echo "usage: ./dev.sh demo | ./dev.sh test [pytest args]" >&2
+    echo "usage: ./dev.sh demo | ./dev.sh test [pytest args] | ./dev.sh bench [suites]" >&2
     exit 2
     ;;
 esac

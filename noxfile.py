@@ -37,6 +37,6 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: print a table and write JSON under bench/results/."""
+    """Benchmarks: print tables and write JSON under bench/results/ (suites as posargs)."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "bench", *session.posargs)
