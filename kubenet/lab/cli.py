@@ -278,8 +278,8 @@ def _ask(netns: str, protocol: str, ip: str, port: int, timeout: float) -> Reply
 
 
 _FAILURES = {
-    "refused": "connection refused (the rules REJECT it: no endpoint serves this port)",
-    "timeout": "no answer (dropped, or sent towards an address nobody answers for)",
+    "refused": "connection refused (a REJECT rule: no endpoints; or nothing listens there)",
+    "timeout": "no answer (dropped, or sent to an address nobody answers for)",
 }
 
 
