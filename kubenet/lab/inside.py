@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pyroute2 import netns as pyroute2_netns
-
 T = TypeVar("T")
 
 
@@ -24,6 +22,9 @@ def call_in(netns: str, fn: Callable[[], T]) -> T:
     """``fn()`` run on a thread inside ``netns``; its result, or its exception re-raised."""
     result: list[T] = []
     errors: list[BaseException] = []
+
+    # Imported here so that merely loading the lab's CLI stays cheap.
+    from pyroute2 import netns as pyroute2_netns
 
     def enter_and_call() -> None:
         try:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kubenet.testing.netns import DEFAULT_TOPOLOGY, TopologySpec
+if TYPE_CHECKING:
+    from kubenet.testing.netns import TopologySpec
 
 #: The node the lab's node-proxy runs as.
 NODE_NAME = "node-a"
@@ -50,6 +52,10 @@ HARNESS_PORT = 7
 
 def topology() -> TopologySpec:
     """The namespaces to build (the harness's servers on :data:`HARNESS_PORT`)."""
+    # Imported here: the namespace harness brings pyroute2, which node-proxy's
+    # offline commands (that mount this app) should not pay for at start.
+    from kubenet.testing.netns import DEFAULT_TOPOLOGY
+
     return replace(DEFAULT_TOPOLOGY, ports=(HARNESS_PORT,))
 
 
