@@ -179,11 +179,20 @@ def up_command(
                 if supervisor.returncode is not None
                 else f"was not ready within {UP_TIMEOUT:.0f}s"
             )
-            tail = (folder / "supervisor.log").read_text(errors="replace").splitlines()[-5:]
+            # The logs go with the lab; say what they said first.
+            tail = _tail(folder / "supervisor.log", 5) + _tail(folder / "node-proxy.log", 5)
             down()
             _fail(f"the lab {why}:\n" + "\n".join(tail))
         time.sleep(0.1)
     typer.echo(what_to_try(state, folder))
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return []
+    return [f"{path.name}: {line}" for line in text.splitlines()[-lines:]]
 
 
 def what_to_try(state: LabState, folder: Path) -> str:
