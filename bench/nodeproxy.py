@@ -48,6 +48,7 @@ T = TypeVar("T")
 TOKEN = "bench-token"
 HEALTHZ, METRICS = 10256, 10249
 CHANGES = 5
+CHANGE_TIMEOUT = 900.0
 
 
 def _in_thread_in(netns: str, fn: Callable[[], T]) -> T:
@@ -261,6 +262,8 @@ def _measure(
                 synced = _metric(http.get(METRICS, "/metrics"), _LAST)
                 if synced is not None and synced != before and synced >= wrote:
                     break
+                if time.time() - wrote > CHANGE_TIMEOUT:
+                    raise RuntimeError(f"no sync within {CHANGE_TIMEOUT}s of a change")
                 time.sleep(0.005)
             latencies.append((synced - wrote) * 1000)
             time.sleep(0.05)  # the log line follows the sync's bookkeeping

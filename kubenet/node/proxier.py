@@ -144,7 +144,12 @@ class Proxier:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=min(due - now, 3600))
                 continue
-            await self.sync(full=self._needs_full or now >= due_full)
+            idle = not (self._needs_full or self._dirty)
+            if now >= due_full and idle and not self.backend.periodic_full_sync:
+                self._last_full = now  # nothing to do this period (see the backend)
+                continue
+            periodic = now >= due_full and self.backend.periodic_full_sync
+            await self.sync(full=self._needs_full or periodic)
 
     @property
     def mode(self) -> str:

@@ -278,3 +278,26 @@ def test_each_mode_registers_upstreams_metrics(mode: ProxyMode) -> None:
     assert (iptables_only in text) == (mode is ProxyMode.IPTABLES)
     assert (nftables_only in text) == (mode is ProxyMode.NFTABLES)
     assert (restore in text) == (mode is not ProxyMode.NFTABLES)
+
+
+def test_a_backend_may_skip_the_periodic_full_sync() -> None:
+    loop = _loop(sync_period=0.2)
+    _start(loop)
+
+    class NoPeriodic(RecordingBackend):
+        @property
+        def periodic_full_sync(self) -> bool:
+            return False
+
+    loop.proxier.backend = backend = NoPeriodic()
+
+    async def scenario() -> None:
+        task = await _running(loop)
+        await asyncio.sleep(0.5)
+        _scale(loop, "10.244.1.2", "10.244.1.3")
+        await eventually(lambda: len(backend.calls) == 2, 2)
+        await _stop(task)
+
+    run(scenario())
+    first, change = backend.calls
+    assert first.full and not change.full
