@@ -7,7 +7,7 @@
 #
 # Installs the kernel tools with apt (iptables, nftables, conntrack, ipset, ipvsadm,
 # iproute2, kubectl's Debian package when /usr/bin/kubectl is missing) and the
-# project with its test extra into ./.venv.
+# project with its test and docs extras into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -36,7 +36,7 @@ install_python() {
   local py=${PYTHON:-python3}
   if [ ! -x .venv/bin/python ]; then "$py" -m venv .venv; fi
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[test]'
+  .venv/bin/python -m pip install -q -e '.[test,docs]'
 }
 
 demo() {

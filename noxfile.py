@@ -43,18 +43,11 @@ def bench(session: nox.Session) -> None:
 
 
 #: What the site is built with (the lead may move these to a ``docs`` extra).
-DOCS_REQUIREMENTS = (
-    "mkdocs>=1.6,<2",
-    "mkdocs-material>=9.5",
-    "mkdocstrings[python]>=0.26",
-    # mkdocstrings formats the API pages' signatures with it.
-    "ruff>=0.5",
-)
 
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """The documentation site, built strictly into site/ (offline: nothing is fetched)."""
-    session.install("-e", ".", *DOCS_REQUIREMENTS)
+    session.install("-e", ".[docs]")
     session.env["NO_MKDOCS_2_WARNING"] = "1"
     session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)

@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kubenet.lab.cli import app as lab_app
 from kubenet.manifests import ManifestError, load_objects, split_objects
 from kubenet.model import IPFamily, Protocol
 from kubenet.options import DEFAULT_MASQUERADE_BIT, DetectLocalMode, LocalDetector, RenderOptions
@@ -40,6 +41,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+# `node-proxy lab ...`: the hands-on lab lives in kubenet.lab, a library piece.
+app.add_typer(lab_app, name="lab")
 
 
 class Family(StrEnum):
