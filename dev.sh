@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command set-up and use on a fresh Debian/Ubuntu machine (run as root, or with sudo).
 #
-#   ./dev.sh demo    install everything, then render and trace the Services in examples/
+#   ./dev.sh demo    install everything, render and trace the Services in examples/, then run
+#                    node-proxy for real in a lab of network namespaces (MODE=iptables|nftables)
 #   ./dev.sh test    install everything, then run lint, type checks and the whole test suite
 #   ./dev.sh bench   install everything (and nginx, wrk for api-proxy's), then run the benchmarks
 #
@@ -55,6 +56,19 @@ demo() {
   echo "== node-proxy trace: a Service without endpoints is refused"
   "$np" trace --from examples/ --hostname-override node-a --cluster-cidr 10.244.0.0/16 \
     --src 10.244.1.4 --dst 10.96.0.20 --dport 80
+  echo
+  echo "== the live job: node-proxy run in a lab of network namespaces, fed by the embedded API server"
+  trap '"$np" lab down >/dev/null 2>&1 || true' EXIT
+  "$np" lab up --proxy-mode "${MODE:-nftables}"
+  echo "== node-proxy lab curl web --count 12: real HTTP from the client namespace to web's ClusterIP"
+  "$np" lab curl web --count 12
+  echo "== node-proxy lab scale web 1: the EndpointSlice changes through the API, node-proxy follows"
+  "$np" lab scale web 1
+  sleep 2
+  "$np" lab curl web --count 6
+  echo "== node-proxy lab down"
+  "$np" lab down
+  trap - EXIT
 }
 
 case "${1:-}" in
