@@ -201,7 +201,9 @@ async def run(config: ProxyConfig, *, stop: asyncio.Event | None = None) -> int:
     exposition.disable_created_metrics()
     for name in config.ignored:
         log.info("setting %s is accepted but has no effect in node-proxy", name)
-    missing = missing_support(config.mode)
+    # In a worker thread: pyroute2's synchronous netlink sockets (the IPVS probe) run
+    # an event loop of their own, which cannot start inside this running one.
+    missing = await asyncio.to_thread(missing_support, config.mode)
     if missing:
         raise StartupError(f"--proxy-mode {config.mode.value}: {missing}")
     _raise_open_files_limit()
