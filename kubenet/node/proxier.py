@@ -178,8 +178,8 @@ class Proxier:
         report: SyncReport | None = None
         # A full sync makes hundreds of thousands of long-lived objects, none of them in
         # cycles; the cyclic collector would scan the growing heap again and again
-        # (doubling a cold sync's time), so it waits, and what the sync built is then
-        # frozen out of later collections.
+        # (doubling a cold sync's time), so it waits, and what the first sync built is
+        # then frozen out of later collections (once: frozen cyclic garbage is kept).
         paused = full and gc.isenabled()
         if paused:
             gc.disable()
@@ -202,7 +202,8 @@ class Proxier:
         finally:
             if paused:
                 gc.enable()
-                gc.freeze()
+                if not self.synced.is_set():
+                    gc.freeze()
         now_wall = time.time()
         seconds = time.monotonic() - start
         self.syncs += 1
