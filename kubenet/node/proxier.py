@@ -48,15 +48,18 @@ STREAM_BATCH = 1000
 
 @dataclass
 class SyncRecord:
-    """The last sync, for logs, tests and benchmarks."""
+    """One sync's figures, for logs, tests and benchmarks (not its scripts: they can be
+    tens of megabytes)."""
 
     started: float
     seconds: float
     full: bool
     ok: bool
-    report: SyncReport | None
     services: int
     ports: int
+    transactions: int = 0
+    bytes: int = 0
+    changed: int = 0
 
 
 class Proxier:
@@ -227,8 +230,17 @@ class Proxier:
                     )
         await self._sync_health_checks(done, full)
         record = SyncRecord(
-            start, seconds, full, True, report, changes.services, len(changes.ports)
+            start,
+            seconds,
+            full,
+            True,
+            changes.services,
+            len(changes.ports),
+            len(report.transactions),
+            report.bytes,
+            report.changed,
         )
+        del report  # the scripts go now, not at the next sync
         self._log_sync(record)
         self.last = record
         self.synced.set()
@@ -260,7 +272,7 @@ class Proxier:
             self._retry_delay,
         )
         record = SyncRecord(
-            start, time.monotonic() - start, full, False, None, changes.services, len(changes.ports)
+            start, time.monotonic() - start, full, False, changes.services, len(changes.ports)
         )
         self.last = record
         self.after_sync(record)
@@ -310,7 +322,6 @@ class Proxier:
     # ---------------------------------------------------------------------- logging
 
     def _log_sync(self, record: SyncRecord) -> None:
-        report = record.report
         level = logging.INFO if self.verbosity >= 2 or record.full else logging.DEBUG
         log.log(
             level,
@@ -321,9 +332,9 @@ class Proxier:
             record.seconds,
             record.services,
             record.ports,
-            len(report.transactions) if report else 0,
-            report.bytes if report else 0,
-            report.changed if report else 0,
+            record.transactions,
+            record.bytes,
+            record.changed,
         )
 
     def _log_dry_run(self, report: SyncReport) -> None:
