@@ -119,9 +119,8 @@ class ProxyConfig:
             value = getattr(self, name)
             if value:
                 split_host_port(value, "--" + name.replace("_", "-"))
-        for cidr in split_list(self.cluster_cidr):
-            _cidr(cidr, "--cluster-cidr")
-        if len(split_list(self.cluster_cidr)) > 2:
+        families = [":" in _cidr(c, "--cluster-cidr") for c in split_list(self.cluster_cidr)]
+        if len(families) != len(set(families)):
             raise ConfigError("--cluster-cidr: at most one CIDR per IP family")
         for value in self.nodeport_addresses:
             if value != "primary":

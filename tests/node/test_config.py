@@ -147,6 +147,7 @@ def test_a_missing_file_is_an_error() -> None:
         ({"healthz_bind_address": "nowhere"}, "is not an address:port"),
         ({"metrics_bind_address": "example.org:10249"}, "is not an IP address"),
         ({"cluster_cidr": "10.244.0.0/33"}, "not a valid CIDR"),
+        ({"cluster_cidr": "10.244.0.0/16,10.245.0.0/16"}, "at most one CIDR per IP family"),
         ({"nodeport_addresses": ("primary", "10.0.0.0/8")}, "cannot be combined"),
         ({"detect_local_mode": DetectLocalMode.BRIDGE_INTERFACE}, "--pod-bridge-interface"),
         (
