@@ -82,6 +82,7 @@ def test_ipvs_without_ipvs_in_the_kernel_is_one_line(tmp_path: Path) -> None:
     errors = [line for line in done.stderr.splitlines() if "node-proxy:" in line]
     assert done.returncode == 2
     assert len(errors) == 1 and "--proxy-mode ipvs" in errors[0] and "IPVS" in errors[0]
+    assert "Traceback" not in done.stderr
 
 
 @pytest.mark.kernel
