@@ -95,13 +95,14 @@ _UNREAD = frozenset(
 
 
 def _slim(obj: JsonObject) -> JsonObject:
-    """The object without the metadata no translation reads."""
+    """The object without the metadata no translation reads (changed in place: events
+    hand over objects just decoded for this cache, and copying 10,000 of them at a
+    cold start costs a tenth of a second)."""
     meta = obj.get("metadata")
-    if not isinstance(meta, dict):
-        return obj
-    slim = dict(obj)
-    slim["metadata"] = {k: v for k, v in meta.items() if k not in _UNREAD}
-    return slim
+    if isinstance(meta, dict):
+        for key in _UNREAD & meta.keys():
+            del meta[key]
+    return obj
 
 
 def _key(obj: JsonObject) -> ServiceKey:
@@ -176,6 +177,8 @@ class ClusterCache:
     def on_slices(self, deltas: Sequence[Delta], synced: bool) -> None:
         for delta in deltas:
             key = _split(delta.key)
+            # Read before the annotations are dropped.
+            when = _trigger_time(delta.object) if delta.type != DELETED else None
             if delta.type != DELETED and _same(self._slices.get(key), _slim(delta.object)):
                 continue  # the same content again (a relist)
             before = self._slice_owner.pop(key, None)
@@ -190,7 +193,6 @@ class ClusterCache:
                 self._slices.pop(key, None)
             else:
                 owner = _owner(delta.object)
-                when = _trigger_time(delta.object)
                 if when is not None:
                     self._triggers.append(when)
                 if owner is None:
@@ -203,7 +205,7 @@ class ClusterCache:
                     )
                 else:
                     service = (key[0], owner)
-                    self._slices[key] = _slim(delta.object)
+                    self._slices[key] = delta.object
                     self._slice_owner[key] = service
                     self._by_service.setdefault(service, set()).add(key)
                     self._dirty.add(service)

@@ -158,7 +158,7 @@ def test_changes_are_coalesced_and_syncs_kept_apart() -> None:
         assert len(loop.backend.calls) == 2
         second = loop.backend.calls[1]
         assert not second.full
-        assert second.at - first >= 0.3
+        assert second.at - first >= 0.29  # timer granularity
         (change,) = second.changes.values()
         assert change is not None and len(change.endpoints) == 5  # the last of the five
 
