@@ -15,11 +15,13 @@ the current one.
 from __future__ import annotations
 
 import re
+import subprocess
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kubenet.dataplane.command import run
+from kubenet.dataplane.command import CommandError, in_netns, run
 from kubenet.model import IPFamily
 
 #: Chains with the KUBE- prefix that the kubelet, not kube-proxy, owns; cleanup spares them.
@@ -159,3 +161,23 @@ def cleanup_script(save_output: str, *, kubelet_chains: bool = False) -> str:
         out += [f"-X {chain}" for chain in ours]
         out.append("COMMIT")
     return "".join(f"{line}\n" for line in out)
+
+
+def restore_large(family: IPFamily, text: str, *, netns: str | None = None) -> None:
+    """:func:`restore` for inputs of tens of megabytes: fed from a temporary file.
+
+    ``run`` encodes its whole input at once, a second copy of it in memory; written
+    to a file the text is encoded a buffer at a time.
+    """
+    if not text.strip():
+        return
+    argv = in_netns([f"{command(family)}-restore", "-w", "--noflush"], netns)
+    with tempfile.TemporaryFile("w+") as spool:
+        spool.write(text)
+        spool.seek(0)
+        try:
+            done = subprocess.run(argv, stdin=spool, capture_output=True, text=True, check=False)
+        except FileNotFoundError as exc:
+            raise CommandError(argv, 127, str(exc)) from exc
+    if done.returncode != 0:
+        raise CommandError(argv, done.returncode, done.stderr)

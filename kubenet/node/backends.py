@@ -409,7 +409,10 @@ class IptablesBackend(Backend):
 
 
 def _apply_iptables(plan: iptables_render.IptablesPlan, ensure_jumps: bool) -> None:
-    iptables_dp.restore(plan.family, plan.restore)
+    if len(plan.restore) > SMALL_SCRIPT:
+        iptables_dp.restore_large(plan.family, plan.restore)
+    else:
+        iptables_dp.restore(plan.family, plan.restore)
     if ensure_jumps:
         for jump in plan.jumps:
             iptables_dp.ensure_jump(plan.family, jump)

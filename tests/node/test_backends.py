@@ -186,3 +186,16 @@ def test_cleanup_removes_both_modes(ns: Netns) -> None:
         raise AssertionError("the table is still there")
     except CommandError:
         pass
+
+
+@pytest.mark.kernel
+def test_a_large_restore_goes_through_a_file(ns: Netns) -> None:
+    from kubenet.dataplane import iptables as iptables_dp
+
+    chains = [f"KUBE-SVC-{i:016d}" for i in range(2000)]
+    text = "*nat\n" + "".join(f":{c} - [0:0]\n" for c in chains)
+    text += "".join(f"-A {c} -j RETURN\n" for c in chains) + "COMMIT\n"
+    iptables_dp.restore_large(IPFamily.IPV4, text, netns=ns.name)
+    assert ns.run(["iptables-save", "-t", "nat"]).stdout.count("-j RETURN") == 2000
+    with pytest.raises(CommandError, match="iptables-restore"):
+        iptables_dp.restore_large(IPFamily.IPV4, "*nat\n-A NOPE -j RETURN\nCOMMIT\n", netns=ns.name)
