@@ -10,9 +10,11 @@ sync, which the sync loop makes it.
 
 * :class:`NftablesBackend` keeps an :class:`~kubenet.render.nftables_incremental.IncrementalTable`
   per family: a partial sync writes only the elements, chains and sets that changed,
-  in one ``nft -f`` transaction; a full sync refills the existing table in one
-  transaction (keeping the affinity sets' entries) or, when there is none, loads it in
-  parts (split when large, the maps that make a service reachable last).
+  in one ``nft -f`` transaction (through libnftables, no process to start); a full
+  sync refills the existing table in one transaction (keeping the affinity sets'
+  entries) or, when there is none, loads it in parts (split when large, the maps that
+  make a service reachable last). The very first sync into a kernel without our
+  table is streamed in batches (:meth:`NftablesBackend.stream`).
 * :class:`IptablesBackend` renders with upstream's partial sync (only the chains of
   changed ports, shared chains whole) and ``iptables-restore --noflush -w`` (the
   xtables lock is waited for), ensuring the base-chain jumps on full syncs; a full

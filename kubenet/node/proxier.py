@@ -100,6 +100,7 @@ class Proxier:
         self._retry_delay = 0.0
         self._unsynced = Changes()
         self._checks: dict[tuple[str, str], HealthCheck] = {}
+        self._no_local: dict[ServicePortName, tuple[tuple[bool, bool], ...]] = {}
         self._seen_events = (0, 0)
         self.syncs = 0
         self.failures = 0
@@ -229,6 +230,7 @@ class Proxier:
                         now_wall - trigger
                     )
         await self._sync_health_checks(done, full)
+        self._count_no_local(done, full)
         record = SyncRecord(
             start,
             seconds,
@@ -319,6 +321,23 @@ class Proxier:
         self._checks = checks
         await self.health_servers.sync(checks)
 
+    def _count_no_local(self, done: Changes, full: bool) -> None:
+        """kubeproxy_sync_proxy_rules_no_local_endpoints_total, kept up to date by port."""
+        if full:
+            self._no_local = {
+                p.name: _no_local(p, self.backend.families) for p in self.cache.ports()
+            }
+        else:
+            for name, change in done.ports.items():
+                if change.new is None:
+                    self._no_local.pop(name, None)
+                else:
+                    self._no_local[name] = _no_local(change.new, self.backend.families)
+        for i, family in enumerate(self.backend.families):
+            for j, policy in enumerate(("internal", "external")):
+                count = sum(1 for flags in self._no_local.values() if flags[i][j])
+                self.metrics.no_local_endpoints.labels(family.value, policy).set(count)
+
     # ---------------------------------------------------------------------- logging
 
     def _log_sync(self, record: SyncRecord) -> None:
@@ -352,3 +371,21 @@ class Proxier:
             )
         if not report.transactions:
             log.info("dry run: nothing to change")
+
+
+def _no_local(port: ServicePort, families: tuple[IPFamily, ...]) -> tuple[tuple[bool, bool], ...]:
+    """Per family: (internal, external) Local policy with endpoints, but none on this node.
+
+    Upstream's count, per family proxier: such a Service drops the traffic of that kind.
+    """
+    out = []
+    for family in families:
+        if port.cluster_ip(family) is None:
+            out.append((False, False))
+            continue
+        view = port.for_family(family)
+        stranded = view.has_any_endpoints and not view.local_endpoints
+        out.append(
+            (stranded and view.internal_policy_local, stranded and view.external_policy_local)
+        )
+    return tuple(out)

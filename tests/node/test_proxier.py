@@ -301,3 +301,30 @@ def test_a_backend_may_skip_the_periodic_full_sync() -> None:
     run(scenario())
     first, change = backend.calls
     assert first.full and not change.full
+
+
+def test_services_stranded_by_a_local_policy_are_counted() -> None:
+    loop = _loop()
+    _start(loop)
+    near = service("near", "10.96.0.20")
+    near["spec"]["internalTrafficPolicy"] = "Local"  # type: ignore[index]
+    remote = endpoint_slice("near", ["10.244.2.2"], node="node-b")
+
+    def gauge(policy: str) -> str:
+        return (
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total"
+            f'{{ip_family="IPv4",traffic_policy="{policy}"}}'
+        )
+
+    async def scenario() -> None:
+        task = await _running(loop)
+        loop.cache.on_services([_delta(ADDED, near)], False)
+        loop.cache.on_slices([_delta(ADDED, remote)], False)
+        await eventually(lambda: f"{gauge('internal')} 1.0" in loop.metrics.exposition().decode())
+        local = endpoint_slice("near", ["10.244.1.9"], node="node-a")
+        loop.cache.on_slices([_delta(MODIFIED, local)], False)
+        await eventually(lambda: f"{gauge('internal')} 0.0" in loop.metrics.exposition().decode())
+        await _stop(task)
+
+    run(scenario())
+    assert f"{gauge('external')} 0.0" in loop.metrics.exposition().decode()
