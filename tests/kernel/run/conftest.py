@@ -13,6 +13,7 @@ read with sockets made inside the node namespace.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -225,3 +226,4 @@ def stack(request: pytest.FixtureRequest, topology: Topology) -> Iterator[Stack]
         proxy.stop()
         api.stop()
         reset_kernel(topology)
+        shutil.rmtree(state, ignore_errors=True)
