@@ -10,7 +10,6 @@ flags). This module only parses flags and composes :mod:`kubenet.forward`.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import sys
@@ -38,6 +37,7 @@ from kubenet.forward import (
     ProxyConfig,
     TokenFileError,
     bind,
+    run_loop,
     serve,
     upstreams_for,
 )
@@ -387,7 +387,7 @@ def serve_command(
         print(f"Starting to serve on {bound}", flush=True)
 
     try:
-        asyncio.run(
+        run_loop(
             serve(
                 proxy,
                 listener,

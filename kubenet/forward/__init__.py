@@ -17,11 +17,11 @@ The pieces, each usable on its own:
 Embedding, in a few lines::
 
     from kubenet.forward import ApiProxy, KubeconfigOptions, Listener, ProxyConfig
-    from kubenet.forward import serve, upstreams_for
+    from kubenet.forward import run_loop, serve, upstreams_for
 
     upstreams = upstreams_for(KubeconfigOptions(context="kind-kind"))
     proxy = ApiProxy(ProxyConfig(), upstreams)
-    asyncio.run(serve(proxy, Listener(port=8001), ready=print))
+    run_loop(serve(proxy, Listener(port=8001), ready=print))
 """
 
 from .clientauth import ClientTokens, TokenFileError
@@ -46,7 +46,7 @@ from .filter import (
 from .front import Exchange, FrontServer
 from .observe import AccessLog, ProxyMetrics
 from .paths import Canonical, PathRefused, Redirect, Router, normalise
-from .serve import Listener, bind, format_address, serve
+from .serve import Listener, bind, format_address, new_event_loop, run_loop, serve
 from .server import ApiProxy, ProxyConfig
 from .upstream import PoolSettings, Upstream, UpstreamError, upstreams_for
 
@@ -83,7 +83,9 @@ __all__ = [
     "is_upgrade_request",
     "load_credentials",
     "load_kubeconfig",
+    "new_event_loop",
     "normalise",
+    "run_loop",
     "serve",
     "upstreams_for",
 ]

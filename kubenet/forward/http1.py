@@ -22,6 +22,7 @@ byte by byte (tests/forward/test_http1.py).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from enum import Enum
@@ -277,7 +278,13 @@ def _pairs(block: str) -> list[tuple[str, str]]:
 
 def has_field(block: str, name: str) -> bool:
     """Whether a header block has a field ``name`` (a lower-case name)."""
-    return re.search(f"^{re.escape(name)}[ \t]*:", block, re.I | re.M) is not None
+    return _field_pattern(name).search(block) is not None
+
+
+@functools.cache
+def _field_pattern(name: str) -> re.Pattern[str]:
+    # Asked of every proxied response head: each name's pattern is built once.
+    return re.compile(f"^{re.escape(name)}[ \t]*:", re.I | re.M)
 
 
 def parse_head(raw: bytes, method: str) -> Head:

@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from kubenet.forward import ApiProxy, Listener, PoolSettings, ProxyConfig, Upstream, serve
+from kubenet.forward import (
+    ApiProxy,
+    Listener,
+    PoolSettings,
+    ProxyConfig,
+    Upstream,
+    new_event_loop,
+    run_loop,
+    serve,
+)
 from kubenet.forward.credentials import AuthSource, ClusterCredentials, StaticSource, TLSFiles
 
 T = TypeVar("T")
@@ -31,7 +40,8 @@ def run(coro: Awaitable[T], timeout: float = 30.0) -> T:
     async def bounded() -> T:
         return await asyncio.wait_for(coro, timeout)
 
-    return asyncio.run(bounded())
+    # The loop api-proxy itself runs on (uvloop here), so the suite tests what ships.
+    return run_loop(bounded())
 
 
 # --- TLS material -------------------------------------------------------------------
@@ -211,7 +221,7 @@ class ThreadedProxy:
     def __init__(self, make: Callable[[], ApiProxy], listener: Listener | None = None) -> None:
         self._make = make
         self._listener = listener or Listener(port=0)
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
         self.address = ""
