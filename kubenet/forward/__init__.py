@@ -8,6 +8,7 @@ The pieces, each usable on its own:
 - :mod:`~kubenet.forward.http1`: HTTP/1.1 framing in both directions (pure);
 - :mod:`~kubenet.forward.credentials`: kubeconfig -> upstream credentials;
 - :mod:`~kubenet.forward.upstream`: pooled connections to one API server;
+- :mod:`~kubenet.forward.tunnel`: through an HTTP or SOCKS5 proxy (``proxy-url``);
 - :mod:`~kubenet.forward.front`: the HTTP/1.1 server side (connections, exchanges);
 - :mod:`~kubenet.forward.server`: the proxy core (:class:`ApiProxy`);
 - :mod:`~kubenet.forward.static`, :mod:`~kubenet.forward.observe`: files, access log,

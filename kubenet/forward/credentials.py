@@ -41,6 +41,8 @@ from kubernetes.config import kube_config as _kube_config
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.config.kube_config import ConfigNode
 
+from .tunnel import ProxyURL, proxy_for
+
 # The client's config package carries no annotations: call into it through Any.
 _loader: Any = _kube_config
 _exec: Any = _exec_provider
@@ -282,6 +284,10 @@ def _from_entries(
         source = ExecSource(_loader.ConfigNode("exec", exec_config, user_path), base, cluster_node)
     else:
         source = StaticSource(authorization or None)
+    try:
+        proxy = proxy_for(server, cluster.get("proxy-url"), os.environ)
+    except ValueError as exc:
+        raise CredentialsError(f"context {name!r}: {exc}") from None
     return ClusterCredentials(
         name=name,
         server=server,
@@ -290,6 +296,7 @@ def _from_entries(
         server_hostname=configuration.tls_server_name or None,
         impersonation=impersonation_headers(user),
         source=source,
+        proxy=proxy,
     )
 
 
@@ -300,6 +307,10 @@ def _in_cluster(name: str, user: dict[str, Any]) -> ClusterCredentials | None:
     if not host or not port or not os.path.exists(incluster_config.SERVICE_TOKEN_FILENAME):
         return None
     hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        proxy = proxy_for(f"https://{hostport}", None, os.environ)
+    except ValueError as exc:
+        raise CredentialsError(f"in-cluster configuration: {exc}") from None
     return ClusterCredentials(
         name=name,
         server=f"https://{hostport}",
@@ -308,6 +319,7 @@ def _in_cluster(name: str, user: dict[str, Any]) -> ClusterCredentials | None:
         server_hostname=None,
         impersonation=impersonation_headers(user),
         source=TokenFileSource(incluster_config.SERVICE_TOKEN_FILENAME),
+        proxy=proxy,
     )
 
 
@@ -525,6 +537,8 @@ class ClusterCredentials:
     server_hostname: str | None
     impersonation: tuple[tuple[str, str], ...]
     source: AuthSource
+    #: The proxy to dial through (the cluster's ``proxy-url``, or the environment's).
+    proxy: ProxyURL | None = None
     _ssl: ssl.SSLContext | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:

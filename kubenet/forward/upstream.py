@@ -53,6 +53,7 @@ from .http1 import (
     request_head,
 )
 from .paths import join_server_path
+from .tunnel import ProxyError, ProxyURL, dial_target
 
 #: A response body buffered beyond this pauses reading from the API server...
 HIGH_WATER = 256 * 1024
@@ -107,7 +108,7 @@ def describe_error(exc: BaseException, hostport: str) -> str:
         return f"remote error: tls: {(exc.reason or 'handshake failure').lower()}"
     if isinstance(exc, TimeoutError):
         return "net/http: timeout awaiting response headers"
-    if isinstance(exc, FramingError):
+    if isinstance(exc, FramingError | ProxyError):
         return str(exc)
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
         return f"read tcp {hostport}: connection reset by peer"
@@ -416,6 +417,7 @@ class _Pool:
         context: ssl.SSLContext | None,
         server_hostname: str | None,
         settings: PoolSettings,
+        proxy: ProxyURL | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -423,6 +425,7 @@ class _Pool:
         self.context = context
         self.server_hostname = server_hostname
         self.settings = settings
+        self.proxy = proxy
         self.idle: list[_Connection] = []
         self.open: set[_Connection] = set()
         self._warming: asyncio.Future[None] | None = None
@@ -481,17 +484,17 @@ class _Pool:
         loop = asyncio.get_running_loop()
         placeholder = _Connection(self)
         self.open.add(placeholder)  # counts against the limit while connecting
+        server_hostname = (self.server_hostname or self.host) if self.context else None
+        timeout = self.settings.connect_timeout
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(self),
-                    self.host,
-                    self.port,
-                    ssl=self.context,
-                    server_hostname=((self.server_hostname or self.host) if self.context else None),
-                ),
-                self.settings.connect_timeout,
+            where = await dial_target(self.proxy, self.host, self.port, timeout)
+            connecting = loop.create_connection(
+                lambda: _Connection(self),
+                **where,
+                ssl=self.context,
+                server_hostname=server_hostname,
             )
+            _, conn = await asyncio.wait_for(connecting, timeout)
         finally:
             self.open.discard(placeholder)
             self._wake_one()
@@ -586,6 +589,7 @@ class Upstream:
                 context,
                 self.credentials.server_hostname,
                 self.pool,
+                self.credentials.proxy,
             )
             self._pools[key] = pool
         return pool
@@ -706,19 +710,15 @@ class Upstream:
         """Open a fresh connection, send an upgrade request, read the response head."""
         context = auth.ssl if auth.ssl is not None else self.credentials.ssl
         https = self.scheme == "https"
+        tls = context if https else None
+        server_hostname = (self.credentials.server_hostname or self.host) if https else None
+        timeout = self.pool.connect_timeout
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    self.host,
-                    self.port,
-                    ssl=context if https else None,
-                    server_hostname=(self.credentials.server_hostname or self.host)
-                    if https
-                    else None,
-                    limit=MAX_HEAD,
-                ),
-                self.pool.connect_timeout,
+            where = await dial_target(self.credentials.proxy, self.host, self.port, timeout)
+            opening = asyncio.open_connection(
+                **where, limit=MAX_HEAD, ssl=tls, server_hostname=server_hostname
             )
+            reader, writer = await asyncio.wait_for(opening, timeout)
         except (TimeoutError, OSError) as exc:
             raise UpstreamError(describe_error(exc, self.hostport)) from None
         sock = writer.get_extra_info("socket")
