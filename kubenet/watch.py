@@ -26,6 +26,7 @@ one per watch event. Watch streams are split into lines here (not with aiohttp's
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import random
@@ -120,6 +121,26 @@ def object_key(obj: Mapping[str, Any]) -> str:
     return f"{namespace}/{name}" if namespace else str(name)
 
 
+def _decode_list(body: bytes) -> JsonObject:
+    """A list response decoded with the cyclic collector paused.
+
+    A large cluster's list is millions of new containers; each batch of them sets off a
+    collection that walks the whole growing heap (a list of 10,000 EndpointSlices
+    decodes in 0.16 s without, 0.42 s with). Decoded JSON holds no cycles, so
+    nothing is left for the collector to find.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        data = json.loads(body)
+    finally:
+        if paused:
+            gc.enable()
+    if not isinstance(data, dict):
+        raise ValueError("the list response is not a JSON object")
+    return data
+
+
 def _resource_version(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata")
     return str(meta.get("resourceVersion") or "") if isinstance(meta, Mapping) else ""
@@ -164,7 +185,7 @@ class Client:
             body = await resp.read()
             if resp.status != 200:
                 raise _error(resp.status, body)
-        data = json.loads(body)
+        data = _decode_list(body)
         items = data.get("items") or []
         return list(items), _resource_version(data)
 
