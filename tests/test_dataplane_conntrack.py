@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -31,25 +30,7 @@ table ip kn-ct {
 
 
 def in_netns(ns: Netns, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on a thread that has entered ``ns`` (netlink sockets follow the thread)."""
-    from pyroute2 import netns as pyroute2_netns
-
-    out: list[T] = []
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            pyroute2_netns.setns(ns.name, flags=0)
-            out.append(fn())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join(30)
-    if errors:
-        raise errors[0]
-    return out[0]
+    return ns.call(fn)
 
 
 @pytest.fixture

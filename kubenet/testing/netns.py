@@ -41,17 +41,21 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TypeVar
 
 from pyroute2 import netns as pyroute2_netns
 
 from kubenet.dataplane.command import CommandError, run
 from kubenet.model import Protocol
 from kubenet.testing.podserver import READY, Reply, parse_reply
+
+T = TypeVar("T")
 
 #: Every namespace the harness makes starts with this.
 NETNS_PREFIX = "kn-"
@@ -95,6 +99,33 @@ def _enter_netns(name: str) -> None:
     pyroute2_netns.setns(name, flags=0)
 
 
+def call_in_netns(name: str, fn: Callable[[], T], timeout: float = 120.0) -> T:
+    """``fn()`` on a new thread that has entered the namespace ``name``; its result.
+
+    Netlink sockets, libnftables contexts and the kernel tools a thread starts all
+    belong to that thread's namespace, so code written for "this namespace" runs
+    unchanged. ``fn``'s exception is raised here.
+    """
+    out: list[T] = []
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            _enter_netns(name)
+            out.append(fn())
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=body, name=f"in-{name}")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"still running in {name} after {timeout:.0f}s")
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
 class Netns:
     """A network namespace made by this process; :meth:`close` removes it."""
 
@@ -133,6 +164,10 @@ class Netns:
         """Set sysctls inside the namespace."""
         if values:
             self.run(["sysctl", "-q", "-w", *(f"{k}={v}" for k, v in values.items())])
+
+    def call(self, fn: Callable[[], T], timeout: float = 120.0) -> T:
+        """``fn()`` on a thread inside this namespace (:func:`call_in_netns`)."""
+        return call_in_netns(self.name, fn, timeout)
 
     def socket(self, family: socket.AddressFamily, kind: socket.SocketKind) -> socket.socket:
         """A new socket that lives in this namespace."""
