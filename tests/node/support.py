@@ -10,9 +10,10 @@ watch history, starts afresh.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -214,13 +215,22 @@ class RestartableApiServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *, history: int | None = None) -> ThreadedApiServer:
+    def start(
+        self, *, history: int | None = None, holding: Sequence[Mapping[str, Any]] = ()
+    ) -> ThreadedApiServer:
+        """Start (again); ``holding`` is in the store before the first client connects."""
+        seed: tuple[Path, ...] = ()
+        if holding:
+            path = self.state / "seed.json"
+            path.write_text(json.dumps({"kind": "List", "items": list(holding)}))
+            seed = (path,)
         config = ServerConfig(
             port=self.port,
             tls=False,
             token_file=self._tokens,
             bookmark_interval=1.0,
             history=history or self.history,
+            manifests=seed,
         )
         server = ThreadedApiServer(config)
         if self.netns is None:
