@@ -34,7 +34,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import ClassVar
@@ -148,8 +148,24 @@ class Backend(abc.ABC):
 
 async def _in_thread(fn: Callable[[], None]) -> None:
     """Run a blocking kernel call off the event loop; turn its failure into ApplyError."""
+    await _started_in_thread(fn)
+
+
+def _started_in_thread(fn: Callable[[], None]) -> asyncio.Task[None]:
+    """Start a blocking kernel call on a worker thread now; await its outcome later.
+
+    Now, not at the next await: a task wrapping ``asyncio.to_thread`` would not reach
+    the thread until the caller yields, and a caller that goes on computing first (the
+    first sync rendering its next batch) would get no overlap at all.
+    """
+    return asyncio.ensure_future(
+        _apply_errors(asyncio.get_running_loop().run_in_executor(None, fn))
+    )
+
+
+async def _apply_errors(call: Awaitable[None]) -> None:
     try:
-        await asyncio.to_thread(fn)
+        await call
     except (CommandError, OSError) as exc:
         raise ApplyError(str(exc)) from exc
 
@@ -244,7 +260,7 @@ class NftablesBackend(Backend):
             if loading is not None:
                 await loading
             report.transactions.append(("nft", script))
-            loading = asyncio.create_task(_in_thread(partial(self._nft.load, script)))
+            loading = _started_in_thread(partial(self._nft.load, script))
             return time.monotonic() - waited
 
         try:

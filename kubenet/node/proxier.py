@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 OptionsFor = Callable[[NodeInfo], Mapping[IPFamily, RenderOptions]]
 
 #: Services translated per batch when a first sync is streamed to the kernel.
-STREAM_BATCH = 500
+STREAM_BATCH = 250
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import TypeVar
 import pytest
 
 from kubenet.dataplane.command import CommandError
-from kubenet.model import IPFamily, ServiceMap, ServicePort
+from kubenet.model import IPFamily, ServiceMap, ServicePort, ServicePortName
 from kubenet.node.backends import (
     ApplyError,
     Backend,
@@ -136,6 +136,36 @@ def test_nftables_refusal_keeps_the_rules_and_a_full_sync_repairs(ns: Netns) -> 
         return replace(rs, sets=tuple(s for s in rs.sets if s.name not in dynamic))
 
     assert without(after).canonical() == without(fresh).canonical()
+
+
+@pytest.mark.kernel
+def test_nftables_first_sync_loads_a_batch_while_the_next_is_made(ns: Netns) -> None:
+    backend = NftablesBackend(OPTIONS)
+    loading = [threading.Event() for _ in range(4)]  # the skeleton, then three batches
+    load = backend._nft.load
+
+    def recorded(script: str) -> None:
+        next(e for e in loading if not e.is_set()).set()
+        load(script)
+
+    backend._nft.load = recorded  # type: ignore[method-assign]
+    overlapped = []
+
+    def batches() -> Iterator[dict[ServicePortName, ServicePort | None]]:
+        for i, port in enumerate((WEB, DNS, STICKY)):
+            if i:
+                # Asked for the next batch on the event loop's thread, without yielding
+                # to it: the previous batch must already be on its way into the kernel.
+                overlapped.append(loading[i].wait(5))
+            yield {port.name: port}
+
+    service_map = ServiceMap.of([WEB, DNS, STICKY])
+    report = in_netns(ns, lambda: asyncio.run(backend.stream(batches(), lambda: service_map)))
+    assert report is not None and len(report.transactions) == 4
+    assert overlapped == [True, True]
+    with Netns("fresh") as other:
+        other.run(["nft", "-f", "-"], stdin=render_nft(service_map, BASE_OPTIONS).text)
+        assert parse_script(_nft(ns)).canonical() == parse_script(_nft(other)).canonical()
 
 
 def _affinity_set(ns: Netns) -> str:
