@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import replace
@@ -10,7 +11,13 @@ import pytest
 
 from kubenet.model import ServiceMap, ServicePort, ServicePortName, TrafficPolicy
 from kubenet.options import RenderOptions
-from kubenet.render.iptables import IptablesPlan, ServiceRulesCache, render
+from kubenet.render.iptables import (
+    IptablesPlan,
+    ServiceRulesCache,
+    render,
+    render_batched,
+    render_changes,
+)
 from kubenet.testing.netns import Netns, missing_kernel_support
 from tests.test_render_iptables import OPTIONS, OPTIONS6, ep, port, representative
 
@@ -135,6 +142,143 @@ def test_the_cache_reuses_unchanged_ports_rules_and_changes_nothing() -> None:
     assert again.restore == render(_changes()["endpoint added"], OPTIONS).restore
 
 
+# ----------------------------------------------------- render_changes (what node-proxy runs)
+
+
+def _delta(old: ServiceMap, new: ServiceMap) -> dict[ServicePortName, ServicePort | None]:
+    index = new.index
+    return {name: index.get(name) for name in old.diff(new).touched}
+
+
+def _unordered(tables: Tables) -> dict[str, dict[str, list[str]]]:
+    """Order within a chain aside: render_changes may rewrite a shared chain in another
+    order than a full render, which only matters for the rule that must come last."""
+    return {t: {c: sorted(rules) for c, rules in chains.items()} for t, chains in tables.items()}
+
+
+def _cached(service_map: ServiceMap, options: RenderOptions) -> tuple[str, ServiceRulesCache]:
+    cache = ServiceRulesCache()
+    return render(service_map, options, cache=cache).restore, cache
+
+
+@pytest.mark.parametrize("name", list(_changes()))
+@pytest.mark.parametrize("options", [OPTIONS, OPTIONS6], ids=["ipv4", "ipv6"])
+def test_changes_end_where_a_full_sync_would(name: str, options: RenderOptions) -> None:
+    old_map, new_map = representative(), _changes()[name]
+    first, cache = _cached(old_map, options)
+    plan = render_changes(_delta(old_map, new_map), options, cache)
+    assert plan is not None and plan.partial
+    replayed = replay([first, plan.restore])
+    assert _unordered(replayed) == _unordered(replay([render(new_map, options).restore]))
+    assert "KUBE-NODEPORTS" in replayed["nat"]["KUBE-SERVICES"][-1]
+    # The cache now holds what a full render of the new map would.
+    assert cache.chains_by_service() and set(cache.chains_by_service()) == set(
+        render(new_map, options).chains_by_service
+    )
+
+
+def test_an_endpoint_change_writes_no_shared_chain() -> None:
+    old_map, new_map = representative(), _changes()["endpoint added"]
+    _, cache = _cached(old_map, OPTIONS)
+    web = {n.name: c for n, c in cache.chains_by_service()}["web"]
+    plan = render_changes(_delta(old_map, new_map), OPTIONS, cache)
+    assert plan is not None
+    assert "*filter" not in plan.restore
+    declared = set(re.findall(r"^:(\S+)", plan.restore, re.M))
+    new_web = {n.name: c for n, c in cache.chains_by_service()}["web"]
+    assert declared == set(web) | set(new_web)
+    assert not declared & {"KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES"}
+
+
+def test_a_service_that_loses_its_endpoints_rewrites_the_shared_chains_it_is_in() -> None:
+    old_map, new_map = representative(), _changes()["all endpoints gone"]
+    _, cache = _cached(old_map, OPTIONS)
+    plan = render_changes(_delta(old_map, new_map), OPTIONS, cache)
+    assert plan is not None
+    # Its REJECT goes into filter KUBE-SERVICES; its jump leaves nat KUBE-SERVICES.
+    assert re.search(r"^\*filter\n(:\S+ - \[0:0\]\n)*:KUBE-SERVICES ", plan.restore, re.M)
+    assert ":KUBE-SERVICES - [0:0]" in plan.restore.split("*nat")[1]
+
+
+def test_the_size_of_a_change_does_not_grow_with_the_cluster() -> None:
+    def cluster(n: int) -> ServiceMap:
+        return ServiceMap.of(
+            [
+                port(
+                    f"s{i}",
+                    f"10.97.{i // 250}.{i % 250 + 1}",
+                    (ep(f"10.245.{i // 250}.{i % 250 + 1}"),),
+                )
+                for i in range(n)
+            ]
+        )
+
+    sizes = []
+    for n in (10, 1000):
+        old_map = cluster(n)
+        target = old_map.ports[0]
+        new_map = ServiceMap.of([_with_endpoints(target, "10.244.9.9"), *old_map.ports[1:]])
+        _, cache = _cached(old_map, OPTIONS)
+        plan = render_changes(_delta(old_map, new_map), OPTIONS, cache)
+        assert plan is not None
+        sizes.append(plan.restore)
+    assert sizes[0] == sizes[1]
+
+
+def test_render_changes_asks_for_a_full_render_when_it_must() -> None:
+    small = ServiceMap.of([port("a", "10.96.0.1", tuple(ep(f"10.244.2.{i}") for i in range(1, 9)))])
+    big_eps = tuple(ep(f"10.245.{i // 250}.{i % 250 + 1}") for i in range(1001))
+    big = ServiceMap.of([*small, port("b", "10.96.0.2", big_eps)])
+    assert render_changes(_delta(small, big), OPTIONS, ServiceRulesCache()) is None  # empty
+    _, cache = _cached(small, OPTIONS)
+    assert render_changes(_delta(small, big), OPTIONS, cache) is None  # large cluster mode
+    assert render_changes(_delta(small, big), OPTIONS6, cache) is None  # other options
+    # Nothing was taken in: the cache still holds the small map.
+    assert {n.name for n, _ in cache.chains_by_service()} == {"a"}
+
+
+# ------------------------------------------------------- render_batched (full syncs in parts)
+
+
+def _targets_exist(tables: Tables) -> None:
+    """Every jump in the state leads to a chain that exists (no restore left one dangling)."""
+    for chains in tables.values():
+        for rules in chains.values():
+            for rule in rules:
+                found = re.search(r" -[jg] (KUBE-\S+)", rule)
+                if found:
+                    assert found.group(1) in chains, f"dangling jump: {rule}"
+
+
+@pytest.mark.parametrize("name", ["from nothing", *_changes()])
+def test_a_batched_full_sync_ends_where_one_restore_would(name: str) -> None:
+    new_map = representative() if name == "from nothing" else _changes()[name]
+    old = None if name == "from nothing" else render(representative(), OPTIONS)
+    plan, restores = render_batched(new_map, OPTIONS, previous=old, batch=2)
+    assert len(restores) > 2
+    state = replay([old.restore]) if old is not None else {}
+    for parts in restores:
+        state = replay(["\n".join(parts)], state)
+        _targets_exist(state)  # consistent after every restore, not only at the end
+    one = replay([old.restore] if old is not None else [])
+    one = replay([render(new_map, OPTIONS, previous=old).restore], one)
+    assert _unordered(state) == _unordered(one)
+    assert plan.chains_by_service == render(new_map, OPTIONS).chains_by_service
+
+
+def test_until_the_last_restore_no_service_changes() -> None:
+    old_map, new_map = representative(), _changes()["endpoint removed"]
+    old = render(old_map, OPTIONS)
+    _, restores = render_batched(new_map, OPTIONS, previous=old, batch=1)
+    before = replay([old.restore])
+    state = before
+    for parts in restores[:-1]:
+        state = replay(["\n".join(parts)], state)
+    # The shared chains are as they were: traffic is still steered by the old plan.
+    assert state["nat"]["KUBE-SERVICES"] == before["nat"]["KUBE-SERVICES"]
+    assert state["filter"] == before["filter"]
+
+
 # ------------------------------------------------------------------- the kernel
 
 
@@ -147,6 +291,15 @@ def _saved(ns: Netns) -> list[str]:
         if "KUBE-" in line and not line.startswith("#")
     ]
     return sorted(keep)
+
+
+def _assert_like_a_fresh_load(netns: Netns, service_map: ServiceMap) -> None:
+    """What ``netns`` holds equals one full restore of ``service_map`` into a new namespace."""
+    patched = _saved(netns)
+    with Netns("iptfull") as fresh:
+        whole = render(service_map, OPTIONS).restore
+        fresh.run(["iptables-restore", "-w", "--noflush"], stdin=whole)
+        assert patched == _saved(fresh)
 
 
 @pytest.fixture
@@ -173,7 +326,28 @@ def test_the_kernel_after_partial_syncs_equals_a_fresh_full_sync(netns: Netns) -
             )
         netns.run(["iptables-restore", "-w", "--noflush"], stdin=plan.restore)
         previous_map = service_map
-    patched = _saved(netns)
-    with Netns("iptfull") as fresh:
-        fresh.run(["iptables-restore", "-w", "--noflush"], stdin=render(maps[-1], OPTIONS).restore)
-        assert patched == _saved(fresh)
+    _assert_like_a_fresh_load(netns, maps[-1])
+
+
+@pytest.mark.kernel
+def test_the_kernel_after_render_changes_equals_a_fresh_full_sync(netns: Netns) -> None:
+    maps = [representative(), *_changes().values()]
+    first, cache = _cached(maps[0], OPTIONS)
+    netns.run(["iptables-restore", "-w", "--noflush"], stdin=first)
+    for old_map, new_map in itertools.pairwise(maps):
+        plan = render_changes(_delta(old_map, new_map), OPTIONS, cache)
+        assert plan is not None
+        if plan.restore:
+            netns.run(["iptables-restore", "-w", "--noflush"], stdin=plan.restore)
+    _assert_like_a_fresh_load(netns, maps[-1])
+
+
+@pytest.mark.kernel
+def test_a_batched_full_sync_on_the_kernel_equals_one_restore(netns: Netns) -> None:
+    old = render(representative(), OPTIONS)
+    netns.run(["iptables-restore", "-w", "--noflush"], stdin=old.restore)
+    new_map = _changes()["service added"]
+    _, restores = render_batched(new_map, OPTIONS, previous=old, batch=2)
+    for parts in restores:
+        netns.run(["iptables-restore", "-w", "--noflush"], stdin="\n".join(parts))
+    _assert_like_a_fresh_load(netns, new_map)

@@ -169,11 +169,17 @@ def restore_large(family: IPFamily, text: str, *, netns: str | None = None) -> N
     ``run`` encodes its whole input at once, a second copy of it in memory; written
     to a file the text is encoded a buffer at a time.
     """
-    if not text.strip():
-        return
+    if text.strip():
+        restore_parts(family, [text], netns=netns)
+
+
+def restore_parts(family: IPFamily, parts: Iterable[str], *, netns: str | None = None) -> None:
+    """:func:`restore_large` of ``"\n".join(parts)``, never holding that text whole."""
     argv = in_netns([f"{command(family)}-restore", "-w", "--noflush"], netns)
     with tempfile.TemporaryFile("w+") as spool:
-        spool.write(text)
+        for part in parts:
+            spool.write(part)
+            spool.write("\n")
         spool.seek(0)
         try:
             done = subprocess.run(argv, stdin=spool, capture_output=True, text=True, check=False)

@@ -35,7 +35,7 @@ import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from typing import ClassVar
 
@@ -86,10 +86,22 @@ class SyncReport:
     transactions: list[tuple[str, str]] = field(default_factory=list)
     #: Elements (nftables), rules (iptables) or operations (IPVS) changed.
     changed: int = 0
+    #: Transactions whose input was written out without being kept whole, as (the
+    #: tool, its size in bytes): a full iptables sync of a large cluster.
+    unkept: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """Transactions applied (or, in a dry run, that would be)."""
+        return len(self.transactions) + len(self.unkept)
 
     @property
     def bytes(self) -> int:
-        return sum(len(text.encode()) for _, text in self.transactions)
+        # Not text.encode() for ASCII: for a full iptables sync that is a copy of 36 MB.
+        kept = sum(
+            len(text) if text.isascii() else len(text.encode()) for _, text in self.transactions
+        )
+        return kept + sum(size for _, size in self.unkept)
 
     @property
     def lines(self) -> int:
@@ -343,12 +355,14 @@ class IptablesBackend(Backend):
 
     def __init__(self, options: Mapping[IPFamily, RenderOptions]) -> None:
         super().__init__(options)
-        self._plans: dict[IPFamily, iptables_render.IptablesPlan | None] = {}
         self._caches = {family: iptables_render.ServiceRulesCache() for family in self.options}
+        #: Per family: whether the kernel holds what the cache holds (a sync applied).
+        self._synced: dict[IPFamily, bool] = {}
 
     def configure(self, options: Mapping[IPFamily, RenderOptions]) -> None:
         super().configure(options)
         self._caches = {family: iptables_render.ServiceRulesCache() for family in self.options}
+        self._synced = {}
 
     async def sync(
         self,
@@ -359,39 +373,61 @@ class IptablesBackend(Backend):
         dry_run: bool = False,
     ) -> SyncReport:
         report = SyncReport(full)
-        current = service_map()
+        current: ServiceMap | None = None
         for family, options in self.options.items():
-            previous = self._plans.get(family)
-            if full or previous is None:
+            cache = self._caches[family]
+            synced = self._synced.get(family, False)
+            plan = None
+            if not full and synced:
+                # Only the changed ports' chains, and shared chains only where a changed
+                # port's rules in them changed: one endpoint replaced costs the same at
+                # 10 Services as at 10,000.
+                plan = iptables_render.render_changes(changes, options, cache)
+            if plan is None:
+                # A full sync, also deleting service chains the kernel has that the plan
+                # has not (a previous run's, or ours from before).
                 found = await self._kernel_chains(family)
-                base = previous or iptables_render.IptablesPlan(family, options, "", ())
                 previous = iptables_render.IptablesPlan(
                     family,
                     options,
                     "",
                     (),
-                    chains_by_service=(*base.chains_by_service, (_KERNEL, found)),
+                    chains_by_service=(*cache.chains_by_service(), (_KERNEL, found)),
                 )
-                plan = iptables_render.render(
-                    current, options, previous=previous, cache=self._caches[family]
-                )
-            else:
-                plan = iptables_render.render(
-                    current,
-                    options,
-                    previous=previous,
-                    changed=changes.keys(),
-                    cache=self._caches[family],
-                )
-            tool = f"{iptables_dp.command(family)}-restore"
-            report.transactions.append((tool, plan.restore))
-            # Rules written and chains deleted (counted without splitting 30 MB of text).
-            report.changed += plan.restore.count("\n-A ") + plan.restore.count("\n-X ")
-            if not dry_run:
-                jumps = full or not plan.partial
-                await _in_thread(partial(_apply_iptables, plan, jumps))
-            # What the next sync needs of this one: its chains, not its text.
-            self._plans[family] = replace(plan, restore="")
+                self._synced[family] = False
+                current = current or service_map()
+                if not dry_run:
+                    # Several restores (one large one costs iptables-nft minutes), each
+                    # written to the tool's input file part by part: the whole text (36
+                    # MB at 10,000 Services) is never held.
+                    plan, restores = iptables_render.render_batched(
+                        current, options, previous=previous, cache=cache
+                    )
+                    for parts in restores:
+                        size = sum(len(p) + 1 for p in parts)
+                        report.unkept.append((_restore_tool(family), size))
+                        report.changed += sum(_rule_lines(p) for p in parts)
+                    try:
+                        await _apply_batched(family, restores)
+                        await _in_thread(partial(_ensure_jumps, plan))
+                    except ApplyError:
+                        self._caches[family] = iptables_render.ServiceRulesCache()
+                        raise
+                    self._synced[family] = True
+                    continue
+                plan = iptables_render.render(current, options, previous=previous, cache=cache)
+            if plan.restore:
+                report.transactions.append((_restore_tool(family), plan.restore))
+            report.changed += _rule_lines(plan.restore)
+            if not dry_run and plan.restore:
+                try:
+                    await _in_thread(partial(_restore_partial, plan))
+                except ApplyError:
+                    # The cache went ahead of the kernel: start again from a full render.
+                    self._synced[family] = False
+                    self._caches[family] = iptables_render.ServiceRulesCache()
+                    raise
+            self._synced[family] = True
         return report
 
     @property
@@ -403,7 +439,8 @@ class IptablesBackend(Backend):
         upstream skips its periodic full syncs in large clusters for the same reason.
         Failures and node changes still bring full syncs.
         """
-        return not any(plan is not None and plan.large_cluster for plan in self._plans.values())
+        contexts = (cache.context for cache in self._caches.values())
+        return not any(ctx is not None and ctx.large_cluster for ctx in contexts)
 
     async def _kernel_chains(self, family: IPFamily) -> tuple[str, ...]:
         """Service chains in the kernel (a previous run's too), to delete the stale ones.
@@ -426,14 +463,65 @@ class IptablesBackend(Backend):
         return "".join(texts)
 
 
-def _apply_iptables(plan: iptables_render.IptablesPlan, ensure_jumps: bool) -> None:
+def _restore_tool(family: IPFamily) -> str:
+    return f"{iptables_dp.command(family)}-restore"
+
+
+def _rule_lines(text: str) -> int:
+    """Rules written and chains deleted (counted without splitting megabytes of text)."""
+    return (
+        text.count("\n-A ")
+        + text.count("\n-X ")
+        + (text.startswith("-A ") or text.startswith("-X "))
+    )
+
+
+#: Batches of a full iptables sync restored at once (iptables-nft parses in parallel;
+#: iptables-legacy takes turns on the xtables lock).
+PARALLEL_RESTORES = 2
+
+
+async def _apply_batched(family: IPFamily, restores: list[list[str]]) -> None:
+    """The first restore (it creates what the others use), the middle ones a few at a
+    time (disjoint chains: their order does not matter), then the last (shared chains)."""
+
+    async def one(parts: list[str]) -> None:
+        await _in_thread(partial(iptables_dp.restore_parts, family, parts))
+
+    if len(restores) < 3:
+        for parts in restores:
+            await one(parts)
+        return
+    await one(restores[0])
+    slots = asyncio.Semaphore(PARALLEL_RESTORES)
+
+    async def limited(parts: list[str]) -> None:
+        async with slots:
+            await one(parts)
+
+    # Every restore runs to its end (a thread cannot be stopped) before a failure is
+    # reported, so the retry never overlaps one of them.
+    outcomes = await asyncio.gather(
+        *(limited(parts) for parts in restores[1:-1]), return_exceptions=True
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    await one(restores[-1])
+
+
+def _ensure_jumps(plan: iptables_render.IptablesPlan) -> None:
+    for jump in plan.jumps:
+        iptables_dp.ensure_jump(plan.family, jump)
+
+
+def _restore_partial(plan: iptables_render.IptablesPlan) -> None:
+    """A partial sync's restore (full syncs go through :func:`_apply_batched`, and
+    only they ensure the base-chain jumps)."""
     if len(plan.restore) > SMALL_SCRIPT:
         iptables_dp.restore_large(plan.family, plan.restore)
     else:
         iptables_dp.restore(plan.family, plan.restore)
-    if ensure_jumps:
-        for jump in plan.jumps:
-            iptables_dp.ensure_jump(plan.family, jump)
 
 
 def _ours(saved: str) -> str:

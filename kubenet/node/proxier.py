@@ -238,7 +238,7 @@ class Proxier:
             True,
             changes.services,
             len(changes.ports),
-            len(report.transactions),
+            report.count,
             report.bytes,
             report.changed,
         )

@@ -17,7 +17,7 @@ from typing import TypeVar
 import pytest
 
 from kubenet.dataplane.command import CommandError
-from kubenet.model import IPFamily, ServiceMap, ServicePort, ServicePortName
+from kubenet.model import Endpoint, IPFamily, ServiceMap, ServicePort, ServicePortName
 from kubenet.node.backends import (
     ApplyError,
     Backend,
@@ -26,7 +26,7 @@ from kubenet.node.backends import (
     SyncReport,
     cleanup,
 )
-from kubenet.render.iptables import service_chain_name
+from kubenet.render.iptables import endpoint_chain_name, service_chain_name
 from kubenet.render.nft_ruleset import Ruleset, parse_script
 from kubenet.render.nftables import render as render_nft
 from kubenet.testing.netns import Netns, missing_kernel_support
@@ -37,24 +37,7 @@ OPTIONS = {IPFamily.IPV4: BASE_OPTIONS}
 
 
 def in_netns(ns: Netns, fn: Callable[[], T]) -> T:
-    from pyroute2 import netns as pyroute2_netns
-
-    out: list[T] = []
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            pyroute2_netns.setns(ns.name, flags=0)
-            out.append(fn())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join(60)
-    if errors:
-        raise errors[0]
-    return out[0]
+    return ns.call(fn)
 
 
 def sync(
@@ -186,22 +169,62 @@ def test_iptables_partial_syncs_and_repair(ns: Netns) -> None:
     scaled = replace(WEB, endpoints=(ep("pod-c"),), cluster_endpoints=(ep("pod-c"),))
     report = sync(ns, backend, [scaled, DNS], [scaled], full=False)
     ((_, restore),) = report.transactions
-    declared = {w[1:] for w in restore.split() if w.startswith(":KUBE-SVC-")}
-    assert declared == {service_chain_name(WEB.name)}  # the changed Service's chain only
-    # Someone deletes the chain of the unchanged Service: the next partial restore,
-    # which jumps to it from KUBE-SERVICES, is refused as a whole.
-    dns_chain = service_chain_name(DNS.name)
-    for args in (["-F", "KUBE-SERVICES"], ["-F", dns_chain], ["-X", dns_chain]):
-        ns.run(["iptables", "-w", "-t", "nat", *args])
+    declared = {w[1:] for w in restore.split() if w.startswith(":KUBE-")}
+    # The changed Service's chain, its endpoints' chains (new and gone), nothing shared.
+    assert {c for c in declared if not c.startswith("KUBE-SEP-")} == {service_chain_name(WEB.name)}
+    assert "*filter" not in restore
+    with Netns("fresh") as other:
+        sync(other, IptablesBackend(OPTIONS), [scaled, DNS], [scaled, DNS], full=True)
+        assert _ipt(ns) == _ipt(other)
+    # Someone else jumps to the endpoint chain the next partial sync deletes: the
+    # kernel refuses that restore as a whole, and the rules stay as they were.
+    (sep,) = (c for c in declared if c.startswith("KUBE-SEP-") and f"-A {c} " in restore)
+    ns.run(["iptables", "-w", "-t", "nat", "-I", "PREROUTING", "-j", sep])
     broken = _ipt(ns)
     again = replace(scaled, endpoints=(ep("pod-b"),), cluster_endpoints=(ep("pod-b"),))
     with pytest.raises(ApplyError):
         sync(ns, backend, [again, DNS], [again], full=False)
     assert _ipt(ns) == broken
+    ns.run(["iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-j", sep])
+    # The retry is a full sync (the proxier asks for one after a failure): it repairs.
     sync(ns, backend, [again, DNS], [], full=True)
     with Netns("fresh") as other:
         sync(other, IptablesBackend(OPTIONS), [again, DNS], [again, DNS], full=True)
         assert _ipt(ns) == _ipt(other)
+
+
+@pytest.mark.kernel
+def test_iptables_partial_sync_after_a_failure_is_a_full_render(ns: Netns) -> None:
+    backend = IptablesBackend(OPTIONS)
+    sync(ns, backend, [WEB, DNS], [WEB, DNS], full=True)
+    ns.run(["iptables", "-w", "-t", "nat", "-N", "KUBE-SEP-IN-THE-WAY"])
+    scaled = replace(WEB, endpoints=(ep("pod-c"),), cluster_endpoints=(ep("pod-c"),))
+    # A partial sync refused (a foreign rule holds a chain it deletes)...
+    sep = endpoint_chain_name(WEB.name, ep("pod-a"))
+    ns.run(["iptables", "-w", "-t", "nat", "-A", "KUBE-SEP-IN-THE-WAY", "-j", sep])
+    with pytest.raises(ApplyError):
+        sync(ns, backend, [scaled, DNS], [scaled], full=False)
+    ns.run(["iptables", "-w", "-t", "nat", "-F", "KUBE-SEP-IN-THE-WAY"])
+    ns.run(["iptables", "-w", "-t", "nat", "-X", "KUBE-SEP-IN-THE-WAY"])
+    # ...leaves the backend rendering in full, even when asked for a partial sync.
+    report = sync(ns, backend, [scaled, DNS], [scaled], full=False)
+    # (A full render's restore is written out part by part, not kept as one text.)
+    assert not report.transactions and {tool for tool, _ in report.unkept} == {"iptables-restore"}
+    assert report.bytes > 2000 and report.changed > 10
+    with Netns("fresh") as other:
+        sync(other, IptablesBackend(OPTIONS), [scaled, DNS], [scaled, DNS], full=True)
+        assert _ipt(ns) == _ipt(other)
+
+
+@pytest.mark.kernel
+def test_iptables_in_large_cluster_mode_skips_the_periodic_full_sync(ns: Netns) -> None:
+    backend = IptablesBackend(OPTIONS)
+    sync(ns, backend, [WEB, DNS], [WEB, DNS], full=True)
+    assert backend.periodic_full_sync
+    many = tuple(Endpoint(f"10.244.{9 + i // 250}.{i % 250 + 1}", 8080) for i in range(1001))
+    big = replace(WEB, endpoints=many, cluster_endpoints=many)
+    sync(ns, backend, [big, DNS], [big], full=True)
+    assert not backend.periodic_full_sync
 
 
 @pytest.mark.kernel
