@@ -21,6 +21,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--modes", default="iptables,nftables")
+    parser.add_argument(
+        "--single-restore",
+        action="store_true",
+        help="nodeproxy: also time iptables-restore of the whole ruleset at once (slow)",
+    )
     args = parser.parse_args(argv)
     if "dataplane" in args.suite:
         modes = [m for m in args.modes.split(",") if m]
@@ -34,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
     if "nodeproxy" in args.suite:
         modes = [m for m in args.modes.split(",") if m]
-        rows = nodeproxy.run(args.services, args.endpoints, modes)
+        rows = nodeproxy.run(args.services, args.endpoints, modes, args.single_restore)
         print_table(
             f"node-proxy run: {args.services} Services x {args.endpoints} endpoints",
             rows,

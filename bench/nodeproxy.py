@@ -12,10 +12,14 @@ For each backend, in a fresh network namespace (``kn-bench-...``):
    times; **change latency** is the API write to the sync being applied (the daemon's
    ``kubeproxy_sync_proxy_rules_last_timestamp_seconds`` minus the write's wall
    time), and the **applied size** is what that sync fed the kernel tool (from its
-   log line: bytes and changed elements or rules);
+   log line: bytes and changed elements or rules); for iptables also the **kernel
+   floor**: ``iptables-restore`` of one new chain with one rule on the same table,
+   the least any change can cost there;
 4. **peak RSS** is the process's VmHWM at the end;
-5. for comparison, the kernel tool loads the renderer's full output of the same
-   cluster into another fresh namespace (**kernel load**).
+5. for comparison, the kernel tool loads the renderer's output of the same cluster
+   into another fresh namespace (**kernel load**): nftables one ``nft -f``; iptables
+   the very restores node-proxy's full sync makes, one after another (and, with
+   ``--single-restore``, the whole ruleset in one restore as upstream loads it).
 
 Targets (bench/README in docs/node-proxy.md): nftables cold sync <= 5 s; iptables
 cold sync <= 1.25x the kernel's own restore; one change <= 20 ms with a size that
@@ -33,44 +37,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from bench.cluster import NODE, make_cluster
 
-T = TypeVar("T")
 TOKEN = "bench-token"
 HEALTHZ, METRICS = 10256, 10249
 CHANGES = 5
 CHANGE_TIMEOUT = 900.0
-
-
-def _in_thread_in(netns: str, fn: Callable[[], T]) -> T:
-    """Run ``fn`` on a thread that entered ``netns`` (sockets and threads it makes stay there)."""
-    from pyroute2 import netns as pyroute2_netns
-
-    out: list[T] = []
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            pyroute2_netns.setns(netns, flags=0)
-            out.append(fn())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return out[0]
 
 
 @contextmanager
@@ -137,11 +117,21 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _kernel_load_s(mode: str, objects: list[dict[str, Any]], slices: list[dict[str, Any]]) -> float:
-    """The kernel tool loading the renderer's full output into a fresh namespace."""
+def _kernel_load(
+    mode: str, objects: list[dict[str, Any]], slices: list[dict[str, Any]], single: bool
+) -> dict[str, float]:
+    """The kernel tool loading the renderer's output of the cluster into a fresh namespace.
+
+    nftables: the whole ruleset in one ``nft -f``. iptables: the restores node-proxy's
+    full sync makes (:func:`kubenet.render.iptables.render_batched`), one
+    ``iptables-restore`` process after another; with ``single`` also the whole ruleset
+    in one restore, as upstream loads it (iptables-nft 1.8.9: minutes at 10,000
+    Services, quadratic in the size of one restore).
+    """
     from kubenet.model import IPFamily
     from kubenet.options import DetectLocalMode, LocalDetector, RenderOptions
     from kubenet.render import ProxyMode, render
+    from kubenet.render.iptables import render_batched
     from kubenet.translate import node_info, translate
 
     node = node_info(objects[0], NODE)
@@ -152,12 +142,26 @@ def _kernel_load_s(mode: str, objects: list[dict[str, Any]], slices: list[dict[s
         node_ips=node.ips,
         local_detector=LocalDetector(DetectLocalMode.CLUSTER_CIDR, ("10.128.0.0/10",)),
     )
-    plan = render(translate(services, slices, node).service_map, options, ProxyMode(mode))
-    text = plan.restore if mode == "iptables" else plan.text  # type: ignore[union-attr]
-    tool = ["iptables-restore", "-w", "--noflush"] if mode == "iptables" else ["nft", "-f", "-"]
+    service_map = translate(services, slices, node).service_map
+    if mode == "iptables":
+        _, restores = render_batched(service_map, options)
+        texts = ["\n".join(parts) for parts in restores]
+        tool = ["iptables-restore", "-w", "--noflush"]
+    else:
+        texts = [render(service_map, options, ProxyMode.NFTABLES).text]  # type: ignore[union-attr]
+        tool = ["nft", "-f", "-"]
+    out = {"kernel_load_s": _load_in_fresh_netns(tool, texts)}
+    if single and mode == "iptables":
+        whole = render(service_map, options, ProxyMode.IPTABLES).restore  # type: ignore[union-attr]
+        out["kernel_load_single_s"] = _load_in_fresh_netns(tool, [whole])
+    return out
+
+
+def _load_in_fresh_netns(tool: list[str], texts: list[str]) -> float:
     with _netns("load") as ns:
         start = time.perf_counter()
-        subprocess.run(["ip", "netns", "exec", ns, *tool], input=text.encode(), check=True)
+        for text in texts:
+            subprocess.run(["ip", "netns", "exec", ns, *tool], input=text.encode(), check=True)
         return time.perf_counter() - start
 
 
@@ -167,9 +171,15 @@ _SYNC_LINE = re.compile(
 
 
 def run_mode(
-    mode: str, services: int, endpoints: int, *, kernel_load: bool = True
+    mode: str,
+    services: int,
+    endpoints: int,
+    *,
+    kernel_load: bool = True,
+    single_restore: bool = False,
 ) -> dict[str, Any]:
     from kubenet.testing.apiserver import ServerConfig, ThreadedApiServer
+    from kubenet.testing.netns import call_in_netns
 
     objects, slices = _cluster(services, endpoints)
     row: dict[str, Any] = {"backend": mode, "services": services, "endpoints": services * endpoints}
@@ -186,7 +196,7 @@ def run_mode(
                     node_port_range=(20000, 40000),
                 )
             )
-            _in_thread_in(ns, server.start)
+            call_in_netns(ns, server.start)
             try:
                 for i in range(0, len(objects), 2000):
                     server.load(objects[i : i + 2000])
@@ -203,7 +213,7 @@ def run_mode(
             finally:
                 server.stop()
         if kernel_load:
-            row["kernel_load_s"] = _kernel_load_s(mode, objects, slices)
+            row.update(_kernel_load(mode, objects, slices, single_restore))
     finally:
         shutil.rmtree(state, ignore_errors=True)
     load = row.get("kernel_load_s")
@@ -279,6 +289,8 @@ def _measure(
         out["change_bytes"] = statistics.median(sizes)
         out["change_items"] = statistics.median(changed)
         out["peak_rss_mib"] = _peak_rss_mib(proc.pid)
+        if mode == "iptables":
+            out["kernel_floor_ms"] = _iptables_floor_ms(ns)
     finally:
         http.close()
         # SIGKILL: a terminated node-proxy waits for a running kernel tool, and deleting
@@ -290,9 +302,40 @@ def _measure(
 
 _LAST = 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}'
 
+_FLOOR_CHAIN = "KUBE-BENCH-FLOOR"
 
-def run(services: int, endpoints: int, modes: list[str]) -> list[dict[str, Any]]:
-    return [run_mode(mode, services, endpoints) for mode in modes if mode != "ipvs"]
+
+def _iptables_floor_ms(ns: str) -> float:
+    """The kernel tool's own cost for the smallest change, on the table node-proxy made.
+
+    One new chain with one rule, as ``iptables-restore --noflush``: with iptables-nft
+    every transaction that adds a rule has the kernel validate the whole ruleset
+    reachable from the base chains, so this grows with the cluster whatever is sent.
+    """
+    add = f"*nat\n:{_FLOOR_CHAIN} - [0:0]\n-A {_FLOOR_CHAIN} -j RETURN\nCOMMIT\n"
+    remove = f"*nat\n:{_FLOOR_CHAIN} - [0:0]\n-X {_FLOOR_CHAIN}\nCOMMIT\n"
+    times = []
+    for _ in range(3):
+        for text in (add, remove):
+            start = time.perf_counter()
+            subprocess.run(
+                ["ip", "netns", "exec", ns, "iptables-restore", "-w", "--noflush"],
+                input=text.encode(),
+                check=True,
+            )
+            if text is add:
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def run(
+    services: int, endpoints: int, modes: list[str], single_restore: bool = False
+) -> list[dict[str, Any]]:
+    return [
+        run_mode(mode, services, endpoints, single_restore=single_restore)
+        for mode in modes
+        if mode != "ipvs"
+    ]
 
 
 COLUMNS = [
@@ -302,6 +345,7 @@ COLUMNS = [
     ("cold_sync_s", "cold sync s"),
     ("first_sync_s", "first sync s"),
     ("kernel_load_s", "kernel load s"),
+    ("kernel_load_single_s", "one restore s"),
     ("cold_target", "cold target"),
     ("cold_ok", "cold ok"),
     ("peak_rss_mib", "peak RSS MiB"),
@@ -309,6 +353,7 @@ COLUMNS = [
     ("change_ms_median", "change ms (median)"),
     ("change_ms_max", "change ms (max)"),
     ("change_sync_ms", "of which sync ms"),
+    ("kernel_floor_ms", "kernel floor ms"),
     ("change_bytes", "change bytes"),
     ("change_items", "change items"),
     ("change_ok", "change ok"),
