@@ -11,6 +11,10 @@ top of a one-shot client:
   tokens rotate by replacing the file);
 - an exec credential plugin runs in a worker thread (never on the event loop), its
   result is cached until its ``expirationTimestamp`` and rerun after a 401;
+- an ``auth-provider: oidc`` id-token is refreshed when it nears its expiry (by the
+  client's loader, with the refresh token) and written back to the kubeconfig, as
+  kubectl does; ``gcp`` and ``azure`` are refused with kubectl's message (removed in
+  1.26 in favour of exec plugins);
 - impersonation headers (``as``, ``as-groups``, ``as-uid``, ``as-user-extra`` or the
   ``--as*`` flags), which the client's loader does not read.
 
@@ -20,13 +24,18 @@ Secrets never reach ``repr``, error messages or logs from this module.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import copy
 import datetime
+import json
+import logging
 import os
 import re
 import ssl
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +58,16 @@ _exec: Any = _exec_provider
 _dates: Any = _dateutil
 
 _PROCESS_RETURNED = re.compile(r"exec: process returned -?\d+")
+
+log = logging.getLogger(__name__)
+
+#: Auth-provider plugins kubectl dropped in 1.26, and what it says instead of using one.
+REMOVED_AUTH_PROVIDERS = {
+    "gcp": 'the gcp auth plugin has been removed; use the "gke-gcloud-auth-plugin" '
+    "kubectl/client-go credential plugin instead",
+    "azure": "the azure auth plugin has been removed; use the "
+    "https://github.com/Azure/kubelogin kubectl/client-go credential plugin instead",
+}
 
 NO_CONFIGURATION = "invalid configuration: no configuration has been provided"
 
@@ -173,6 +192,85 @@ def _apply_overrides(
         user["as-uid"] = options.impersonate_uid
 
 
+def _auth_provider(context: str, user: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An ``oidc`` auth-provider's config (the dict the loader refreshes in place).
+
+    As kubectl: ``gcp`` and ``azure`` are refused with its message, any other name
+    is unknown; a user with a token or ``--token`` uses that instead (the loader
+    tries the provider first, kubectl the token: kubectl wins here).
+    """
+    provider = user.get("auth-provider")
+    if not isinstance(provider, dict) or user.get("token") or user.get("tokenFile"):
+        return None
+    kind = str(provider.get("name", ""))
+    if kind in REMOVED_AUTH_PROVIDERS:
+        raise CredentialsError(f"context {context!r}: {REMOVED_AUTH_PROVIDERS[kind]}")
+    if kind != "oidc":
+        raise CredentialsError(f'context {context!r}: no Auth Provider found for name "{kind}"')
+    config = provider.setdefault("config", {})
+    if not isinstance(config, dict):
+        raise CredentialsError(f"context {context!r}: the oidc auth-provider has no config")
+    return config
+
+
+def _provider_persister(path: str, user_name: str, config: Mapping[str, Any]) -> Callable[[], None]:
+    """Write a refreshed id-token and refresh token back to the user's kubeconfig file.
+
+    kubectl does the same: an identity provider that rotates refresh tokens accepts
+    each one once, so a kubeconfig left holding the old one would be logged out.
+    """
+
+    def persist() -> None:
+        try:
+            text = Path(path).read_text()
+            document = yaml.safe_load(text)
+            users = document.get("users") if isinstance(document, dict) else None
+            entry = next(
+                (u for u in users or [] if isinstance(u, dict) and u.get("name") == user_name),
+                None,
+            )
+            if entry is None:
+                return
+            stored = entry["user"]["auth-provider"].setdefault("config", {})
+            stored.update({k: config[k] for k in ("id-token", "refresh-token") if config.get(k)})
+            _replace_file(Path(path), yaml.safe_dump(document, sort_keys=False))
+        except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+            log.warning(
+                "could not write the refreshed oidc token back to %s: %s", path, type(exc).__name__
+            )
+
+    return persist
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Replace ``path``'s content at once (a reader never sees half a kubeconfig)."""
+    mode = path.stat().st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def jwt_expiry(token: str) -> datetime.datetime | None:
+    """A JWT's ``exp`` claim (None when it has none or is not a JWT); not verified."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        exp = claims.get("exp") if isinstance(claims, dict) else None
+        if isinstance(exp, int | float):
+            return datetime.datetime.fromtimestamp(exp, datetime.UTC)
+    except (binascii.Error, ValueError, OverflowError, OSError):
+        pass
+    return None
+
+
 def impersonation_headers(user: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     """``Impersonate-*`` headers for a kubeconfig user (after flag overrides)."""
     name = user.get("as") or ""
@@ -231,7 +329,9 @@ def load_credentials(
             if in_cluster is not None:
                 return in_cluster
         raise CredentialsError(NO_CONFIGURATION)
-    return _from_entries(name or "default", cluster, cluster_path, user, user_path)
+    return _from_entries(
+        name or "default", cluster, cluster_path, user, user_path, user_name=user_name
+    )
 
 
 def _from_entries(
@@ -240,10 +340,13 @@ def _from_entries(
     cluster_path: str | None,
     user: dict[str, Any],
     user_path: str | None,
+    *,
+    user_name: str | None = None,
 ) -> ClusterCredentials:
     exec_config = user.get("exec")
     uses_token = bool(user.get("token") or user.get("tokenFile"))
     loader_user = {k: v for k, v in user.items() if k != "exec"}
+    provider = _auth_provider(name, user)
     document = _loader.ConfigNode(
         "kube-config",
         {
@@ -256,11 +359,18 @@ def _from_entries(
         },
     )
     configuration = Configuration()
+    persist = None
+    if provider is not None and user_path and user_name:
+        persist = _provider_persister(user_path, user_name, provider)
     try:
-        loader = _loader.KubeConfigLoader(document, config_base_path=None)
+        loader = _loader.KubeConfigLoader(document, config_base_path=None, config_persister=persist)
         loader.load_and_set(configuration)
     except (ConfigException, OSError, ValueError, KeyError) as exc:
         raise CredentialsError(f"context {name!r}: {exc}") from None
+    except Exception as exc:  # the oidc refresh's HTTP and OAuth errors
+        raise CredentialsError(
+            f"context {name!r}: refreshing the oidc id-token: {type(exc).__name__}"
+        ) from None
 
     server = str(configuration.host)
     scheme = urlsplit(server).scheme
@@ -282,6 +392,8 @@ def _from_entries(
     elif not authorization and exec_config:
         cluster_node = _loader.ConfigNode("cluster", {"server": server, **cluster}, cluster_path)
         source = ExecSource(_loader.ConfigNode("exec", exec_config, user_path), base, cluster_node)
+    elif provider is not None and authorization and not uses_token:
+        source = OidcSource(loader, provider, authorization)
     else:
         source = StaticSource(authorization or None)
     try:
@@ -524,6 +636,62 @@ class ExecSource(AuthSource):
     def unauthorized(self, used: Auth) -> None:
         if self._auth is used:
             self._auth = None
+
+
+class OidcSource(AuthSource):
+    """An ``auth-provider: oidc`` user's id-token, refreshed as it nears expiry.
+
+    The client's loader does the refresh (discovery, then the refresh-token grant) in
+    a worker thread, five minutes before the token's ``exp`` as the loader reckons it,
+    and its persister writes the new tokens to the kubeconfig. A refresh that fails
+    keeps the old token (the API server then answers 401, which reaches the client)
+    and is tried again after :attr:`RETRY_AFTER` seconds, not on every request.
+    """
+
+    #: The loader's margin: a token this close to its expiry is refreshed.
+    MARGIN = datetime.timedelta(minutes=5)
+    RETRY_AFTER = 10.0
+
+    def __init__(self, loader: Any, config: Mapping[str, Any], authorization: str) -> None:
+        self._loader = loader
+        self._config = config
+        self._authorization = authorization
+        self._auth: Auth | None = None
+        self._lock = asyncio.Lock()
+        self._next_try = 0.0
+        self.refreshes = 0
+
+    def __repr__(self) -> str:
+        return "OidcSource(<redacted>)"
+
+    def _stale(self) -> bool:
+        expiry = jwt_expiry(str(self._config.get("id-token") or ""))
+        now = datetime.datetime.now(datetime.UTC)
+        return expiry is not None and expiry - self.MARGIN <= now
+
+    async def get(self, tls: TLSFiles | None, base: ssl.SSLContext | None) -> Auth:
+        if self._stale() and time.monotonic() >= self._next_try:
+            async with self._lock:
+                if self._stale() and time.monotonic() >= self._next_try:
+                    await self._refresh()
+        auth = self._auth
+        if auth is None or auth.ssl is not base or auth.authorization != self._authorization:
+            auth = self._auth = Auth(self._authorization, base)
+        return auth
+
+    async def _refresh(self) -> None:
+        before = self._config.get("id-token")
+        try:
+            await asyncio.to_thread(self._loader._load_authentication)
+        except Exception as exc:  # HTTP, TLS and OAuth errors of the refresh
+            log.warning("refreshing the oidc id-token failed: %s", type(exc).__name__)
+        token = getattr(self._loader, "token", None)
+        if self._config.get("id-token") == before or not isinstance(token, str):
+            # Refused or unreachable: keep the old token, do not ask on every request.
+            self._next_try = time.monotonic() + self.RETRY_AFTER
+            return
+        self.refreshes += 1
+        self._authorization = token
 
 
 @dataclass

@@ -7,8 +7,11 @@ import base64
 import datetime
 import json
 import os
+import re
+import shutil
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,12 @@ import pytest
 import yaml
 
 from kubenet.forward import CredentialsError, KubeconfigOptions, load_credentials, upstreams_for
-from kubenet.forward.credentials import ExecSource, TokenFileSource, impersonation_headers
+from kubenet.forward.credentials import (
+    ExecSource,
+    OidcSource,
+    TokenFileSource,
+    impersonation_headers,
+)
 
 from .support import Pki, backend, raw_request, run, running_proxy
 
@@ -432,3 +440,207 @@ def test_exec_info_is_passed_to_the_plugin(tmp_path: Path) -> None:
     info = json.loads(out.read_text())
     assert info["kind"] == "ExecCredential"
     assert info["spec"]["cluster"]["server"] == "https://10.0.0.1:6443"
+
+
+# --- auth-provider: oidc --------------------------------------------------------------
+
+
+def jwt(exp: float, who: str) -> str:
+    """An unsigned JWT with an ``exp`` claim (the proxy reads, never verifies, it)."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part({'exp': int(exp), 'sub': who})}.c2ln"
+
+
+class IdentityProvider:
+    """An OIDC provider's discovery and token endpoints, over TLS, with rotating
+    refresh tokens: each refresh token is accepted once."""
+
+    def __init__(self, answers: dict[str, tuple[str, str]]) -> None:
+        #: refresh token -> (the new id-token, the new refresh token)
+        self.answers = answers
+        self.grants: list[str] = []
+        self.url = ""
+
+    def routes(self) -> dict[str, Any]:
+        from aiohttp import web
+
+        async def discovery(_: web.Request) -> web.StreamResponse:
+            return web.json_response({"issuer": self.url, "token_endpoint": f"{self.url}/token"})
+
+        async def token(request: web.Request) -> web.StreamResponse:
+            form = await request.post()
+            given = str(form.get("refresh_token"))
+            self.grants.append(given)
+            if form.get("grant_type") != "refresh_token" or given not in self.answers:
+                return web.json_response({"error": "invalid_grant"}, status=400)
+            id_token, refresh = self.answers.pop(given)
+            return web.json_response(
+                {"access_token": "unused", "token_type": "Bearer", "expires_in": 3600,
+                 "id_token": id_token, "refresh_token": refresh}
+            )  # fmt: skip
+
+        return {"/.well-known/openid-configuration": discovery, "/token": token}
+
+
+def oidc_user(idp: IdentityProvider, pki: Pki, id_token: str, refresh: str) -> dict[str, Any]:
+    return {
+        "auth-provider": {
+            "name": "oidc",
+            "config": {
+                "idp-issuer-url": idp.url,
+                "idp-certificate-authority": str(pki.ca),
+                "client-id": "kubernetes",
+                "client-secret": "shh",
+                "id-token": id_token,
+                "refresh-token": refresh,
+            },
+        }
+    }
+
+
+def stored_provider(path: Path) -> dict[str, Any]:
+    document = yaml.safe_load(path.read_text())
+    config: dict[str, Any] = document["users"][0]["user"]["auth-provider"]["config"]
+    return config
+
+
+def test_oidc_id_token_refreshed_near_expiry_and_written_back(tmp_path: Path, pki: Pki) -> None:
+    now = time.time()
+    expired, soon, later = jwt(now - 60, "t0"), jwt(now + 300 + 1.5, "t1"), jwt(now + 3600, "t2")
+    idp = IdentityProvider({"r1": (soon, "r2"), "r2": (later, "r3")})
+
+    async def scenario() -> None:
+        async with backend(pki.server_context(), routes=idp.routes()) as provider:
+            idp.url = provider.url
+            async with backend() as api:
+                cfg = kubeconfig(tmp_path / "c", api.url, oidc_user(idp, pki, expired, "r1"))
+                cfg.chmod(0o600)
+                # Loading refreshes an expired token at once (in a thread here: the
+                # provider answers on this event loop).
+                (up,) = await asyncio.to_thread(
+                    upstreams_for, KubeconfigOptions(kubeconfig=str(cfg))
+                )
+                assert isinstance(up.credentials.source, OidcSource)
+                assert idp.grants == ["r1"]
+                stored = stored_provider(cfg)
+                assert (stored["id-token"], stored["refresh-token"]) == (soon, "r2")
+                async with running_proxy(up) as p:
+                    await raw_request(p.address, "GET", "/api")
+                    assert api.last.header("Authorization") == f"Bearer {soon}"
+                    await asyncio.sleep(1.6)  # now within five minutes of its expiry
+                    for _ in range(3):
+                        r = await raw_request(p.address, "GET", "/api")
+                        assert r.status == 200
+                        assert api.last.header("Authorization") == f"Bearer {later}"
+                assert idp.grants == ["r1", "r2"]  # one refresh for three requests
+                stored = stored_provider(cfg)
+                assert (stored["id-token"], stored["refresh-token"]) == (later, "r3")
+                assert stored["client-secret"] == "shh"  # the rest of the entry is kept
+                assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+                assert "shh" not in repr(up.credentials) and later not in repr(up.credentials)
+
+    run(scenario())
+
+
+def test_oidc_refusal_keeps_the_token_and_does_not_ask_on_every_request(
+    tmp_path: Path, pki: Pki
+) -> None:
+    soon = jwt(time.time() + 300 + 1, "t1")
+    idp = IdentityProvider({})  # refuses every refresh token
+
+    async def scenario() -> None:
+        async with backend(pki.server_context(), routes=idp.routes()) as provider:
+            idp.url = provider.url
+            async with backend() as api:
+                cfg = kubeconfig(tmp_path / "c", api.url, oidc_user(idp, pki, soon, "r1"))
+                (up,) = upstreams_for(KubeconfigOptions(kubeconfig=str(cfg)))
+                assert idp.grants == []  # not stale yet
+                async with running_proxy(up) as p:
+                    await asyncio.sleep(1.1)
+                    for _ in range(3):
+                        r = await raw_request(p.address, "GET", "/api")
+                        assert r.status == 200  # the API server judges the old token
+                        assert api.last.header("Authorization") == f"Bearer {soon}"
+                assert idp.grants == ["r1"]
+                assert stored_provider(cfg)["id-token"] == soon
+
+    run(scenario())
+
+
+def test_oidc_expired_and_refused_at_start_is_a_clear_error(tmp_path: Path, pki: Pki) -> None:
+    idp = IdentityProvider({})
+
+    async def scenario() -> None:
+        async with backend(pki.server_context(), routes=idp.routes()) as provider:
+            idp.url = provider.url
+            user = oidc_user(idp, pki, jwt(time.time() - 60, "t0"), "r1")
+            cfg = kubeconfig(tmp_path / "c", "https://127.0.0.1:1", user)
+            with pytest.raises(CredentialsError) as caught:
+                await asyncio.to_thread(load_credentials, KubeconfigOptions(kubeconfig=str(cfg)))
+            assert str(caught.value) == (
+                "context 'main': refreshing the oidc id-token: InvalidGrantError"
+            )
+            assert "r1" not in str(caught.value) and "shh" not in str(caught.value)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("gcp", 'the gcp auth plugin has been removed; use the "gke-gcloud-auth-plugin"'),
+        ("azure", "the azure auth plugin has been removed; use the https://github.com/Azure"),
+        ("keystone", 'no Auth Provider found for name "keystone"'),
+    ],
+)
+def test_auth_providers_kubectl_no_longer_has_are_refused(
+    tmp_path: Path, name: str, says: str
+) -> None:
+    user = {"auth-provider": {"name": name, "config": {"access-token": "x"}}}
+    cfg = kubeconfig(tmp_path / "c", "https://127.0.0.1:1", user)
+    with pytest.raises(CredentialsError, match=f"^context 'main': {re.escape(says)}"):
+        load_credentials(KubeconfigOptions(kubeconfig=str(cfg)))
+    # --token replaces the user's credentials, as in kubectl.
+    assert load_credentials(KubeconfigOptions(kubeconfig=str(cfg), token="t")) is not None
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+def test_kubectl_refreshes_an_oidc_token_the_same_way(tmp_path: Path, pki: Pki) -> None:
+    """kubectl, given the same kubeconfig and provider, asks for the same grant, sends
+    the same token and leaves the same kubeconfig behind as api-proxy's loading."""
+    now = time.time()
+    expired, fresh = jwt(now - 60, "t0"), jwt(now + 3600, "t1")
+    results = {}
+
+    async def one(who: str) -> None:
+        idp = IdentityProvider({"r1": (fresh, "r2")})
+        async with backend(pki.server_context(), routes=idp.routes()) as provider:
+            idp.url = provider.url
+            async with backend(pki.server_context()) as api:
+                user = oidc_user(idp, pki, expired, "r1")
+                ca = {"certificate-authority": str(pki.ca)}
+                cfg = kubeconfig(tmp_path / who, api.url, user, ca)
+                if who == "kubectl":
+                    argv = ["kubectl", "--kubeconfig", str(cfg), "get", "--raw", "/api"]
+                    done = await asyncio.create_subprocess_exec(
+                        *argv, stdout=asyncio.subprocess.DEVNULL
+                    )
+                    assert await done.wait() == 0
+                else:
+                    options = KubeconfigOptions(kubeconfig=str(cfg))
+                    (up,) = await asyncio.to_thread(upstreams_for, options)
+                    async with running_proxy(up) as p:
+                        assert (await raw_request(p.address, "GET", "/api")).status == 200
+                stored = stored_provider(cfg)
+                results[who] = (
+                    idp.grants,
+                    api.last.header("Authorization"),
+                    (stored["id-token"], stored["refresh-token"]),
+                )
+
+    run(one("kubectl"))
+    run(one("api-proxy"))
+    assert results["api-proxy"] == results["kubectl"] == (["r1"], f"Bearer {fresh}", (fresh, "r2"))
