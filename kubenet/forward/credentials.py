@@ -30,6 +30,7 @@ import copy
 import datetime
 import json
 import logging
+import math
 import os
 import re
 import ssl
@@ -649,30 +650,29 @@ class OidcSource(AuthSource):
     """
 
     #: The loader's margin: a token this close to its expiry is refreshed.
-    MARGIN = datetime.timedelta(minutes=5)
+    MARGIN = 300.0
     RETRY_AFTER = 10.0
 
     def __init__(self, loader: Any, config: Mapping[str, Any], authorization: str) -> None:
         self._loader = loader
         self._config = config
-        self._authorization = authorization
         self._auth: Auth | None = None
         self._lock = asyncio.Lock()
-        self._next_try = 0.0
-        self.refreshes = 0
+        self._use(authorization)
 
     def __repr__(self) -> str:
         return "OidcSource(<redacted>)"
 
-    def _stale(self) -> bool:
+    def _use(self, authorization: str) -> None:
+        self._authorization = authorization
+        # Reckoned once per token, not per request: the header is on every request's path.
         expiry = jwt_expiry(str(self._config.get("id-token") or ""))
-        now = datetime.datetime.now(datetime.UTC)
-        return expiry is not None and expiry - self.MARGIN <= now
+        self._refresh_at = math.inf if expiry is None else expiry.timestamp() - self.MARGIN
 
     async def get(self, tls: TLSFiles | None, base: ssl.SSLContext | None) -> Auth:
-        if self._stale() and time.monotonic() >= self._next_try:
+        if time.time() >= self._refresh_at:
             async with self._lock:
-                if self._stale() and time.monotonic() >= self._next_try:
+                if time.time() >= self._refresh_at:
                     await self._refresh()
         auth = self._auth
         if auth is None or auth.ssl is not base or auth.authorization != self._authorization:
@@ -688,10 +688,9 @@ class OidcSource(AuthSource):
         token = getattr(self._loader, "token", None)
         if self._config.get("id-token") == before or not isinstance(token, str):
             # Refused or unreachable: keep the old token, do not ask on every request.
-            self._next_try = time.monotonic() + self.RETRY_AFTER
+            self._refresh_at = time.time() + self.RETRY_AFTER
             return
-        self.refreshes += 1
-        self._authorization = token
+        self._use(token)
 
 
 @dataclass
