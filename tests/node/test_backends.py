@@ -162,6 +162,13 @@ def _ipt(ns: Netns) -> list[str]:
     )
 
 
+def _ipt_fresh(ports: list[ServicePort]) -> list[str]:
+    """What a full sync of ``ports`` by a new backend leaves in a new namespace."""
+    with Netns("fresh") as other:
+        sync(other, IptablesBackend(OPTIONS), ports, ports, full=True)
+        return _ipt(other)
+
+
 @pytest.mark.kernel
 def test_iptables_partial_syncs_and_repair(ns: Netns) -> None:
     backend = IptablesBackend(OPTIONS)
@@ -173,9 +180,7 @@ def test_iptables_partial_syncs_and_repair(ns: Netns) -> None:
     # The changed Service's chain, its endpoints' chains (new and gone), nothing shared.
     assert {c for c in declared if not c.startswith("KUBE-SEP-")} == {service_chain_name(WEB.name)}
     assert "*filter" not in restore
-    with Netns("fresh") as other:
-        sync(other, IptablesBackend(OPTIONS), [scaled, DNS], [scaled, DNS], full=True)
-        assert _ipt(ns) == _ipt(other)
+    assert _ipt(ns) == _ipt_fresh([scaled, DNS])
     # Someone else jumps to the endpoint chain the next partial sync deletes: the
     # kernel refuses that restore as a whole, and the rules stay as they were.
     (sep,) = (c for c in declared if c.startswith("KUBE-SEP-") and f"-A {c} " in restore)
@@ -188,9 +193,7 @@ def test_iptables_partial_syncs_and_repair(ns: Netns) -> None:
     ns.run(["iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-j", sep])
     # The retry is a full sync (the proxier asks for one after a failure): it repairs.
     sync(ns, backend, [again, DNS], [], full=True)
-    with Netns("fresh") as other:
-        sync(other, IptablesBackend(OPTIONS), [again, DNS], [again, DNS], full=True)
-        assert _ipt(ns) == _ipt(other)
+    assert _ipt(ns) == _ipt_fresh([again, DNS])
 
 
 @pytest.mark.kernel
@@ -211,9 +214,7 @@ def test_iptables_partial_sync_after_a_failure_is_a_full_render(ns: Netns) -> No
     # (A full render's restore is written out part by part, not kept as one text.)
     assert not report.transactions and {tool for tool, _ in report.unkept} == {"iptables-restore"}
     assert report.bytes > 2000 and report.changed > 10
-    with Netns("fresh") as other:
-        sync(other, IptablesBackend(OPTIONS), [scaled, DNS], [scaled, DNS], full=True)
-        assert _ipt(ns) == _ipt(other)
+    assert _ipt(ns) == _ipt_fresh([scaled, DNS])
 
 
 @pytest.mark.kernel
