@@ -88,8 +88,9 @@ class Stream:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            # 3 s: a refusal, a reset or a black hole fails the attempt, while a machine
-            # busy starting node-proxy (which slows the pod's answer) does not.
+            # 3 s: a refusal, a reset or a black hole fails the attempt, a slow answer
+            # does not. (With 1 s this test once failed on a SYN retransmitted after a
+            # second, caused by the pods' TIME_WAIT: see _POD_SYSCTLS in the topology.)
             attempt = self.stack.topology.client.request(Protocol.TCP, self.vip, 80, timeout=3.0)
             if attempt.outcome is Outcome.REPLY:
                 self.ok += 1
