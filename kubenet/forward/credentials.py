@@ -257,19 +257,17 @@ def _replace_file(path: Path, text: str) -> None:
         raise
 
 
-def jwt_expiry(token: str) -> datetime.datetime | None:
-    """A JWT's ``exp`` claim (None when it has none or is not a JWT); not verified."""
+def _jwt_expiry(token: str) -> float | None:
+    """A JWT's ``exp`` claim, in seconds since the epoch (None without one); not verified."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
     try:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        exp = claims.get("exp") if isinstance(claims, dict) else None
-        if isinstance(exp, int | float):
-            return datetime.datetime.fromtimestamp(exp, datetime.UTC)
-    except (binascii.Error, ValueError, OverflowError, OSError):
-        pass
-    return None
+    except (binascii.Error, ValueError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) else None
 
 
 def impersonation_headers(user: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -666,8 +664,8 @@ class OidcSource(AuthSource):
     def _use(self, authorization: str) -> None:
         self._authorization = authorization
         # Reckoned once per token, not per request: the header is on every request's path.
-        expiry = jwt_expiry(str(self._config.get("id-token") or ""))
-        self._refresh_at = math.inf if expiry is None else expiry.timestamp() - self.MARGIN
+        expiry = _jwt_expiry(str(self._config.get("id-token") or ""))
+        self._refresh_at = math.inf if expiry is None else expiry - self.MARGIN
 
     async def get(self, tls: TLSFiles | None, base: ssl.SSLContext | None) -> Auth:
         if time.time() >= self._refresh_at:
