@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -258,22 +257,9 @@ def _start_in_netns(server: ThreadedApiServer, netns: str) -> None:
     Threads inherit the namespace of the thread that creates them, so the server's
     event-loop thread (and its listening socket) live in ``netns``.
     """
-    from pyroute2 import netns as pyroute2_netns
+    from kubenet.testing.netns import call_in_netns
 
-    errors: list[BaseException] = []
-
-    def enter_and_start() -> None:
-        try:
-            pyroute2_netns.setns(netns, flags=0)
-            server.start()
-        except BaseException as exc:
-            errors.append(exc)
-
-    starter = threading.Thread(target=enter_and_start, name=f"apiserver-{netns}")
-    starter.start()
-    starter.join()
-    if errors:
-        raise errors[0]
+    call_in_netns(netns, server.start)
 
 
 @contextmanager
